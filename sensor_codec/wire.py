@@ -137,10 +137,37 @@ class _Reader:
         return st.unpack(self.take(st.size, what))
 
 
-def peek_header(payload: bytes) -> tuple[int, Modality, str, str]:
-    """(version, modality, codec, model id) without checking the CRC."""
-    c = unpack(payload, verify_crc=False)
-    return c.version, c.modality, c.codec, c.model_id
+@dataclass(frozen=True)
+class HeaderInfo:
+    """Who made a payload, read from its prefix alone (no CRC check)."""
+
+    version: int
+    modality: Modality
+    codec: str
+    model_id: str
+    stamp_ns: int
+    frame_id: str
+
+    @property
+    def tag(self) -> str:
+        return format_tag(self.modality, self.codec, self.model_id, self.version)
+
+
+def peek_header(payload: bytes | bytearray | memoryview) -> HeaderInfo:
+    """Read the identifying prefix of a payload without touching its sections."""
+    r = _Reader(memoryview(payload).cast("B"))
+    magic, version, modality_id, _flags, stamp_ns = r.unpack(_FIXED, "fixed header")
+    if magic != MAGIC:
+        raise BadMagicError(f"not a sensor_codec payload: starts with {magic!r}")
+    try:
+        modality = Modality(modality_id)
+    except ValueError:
+        raise WireFormatError(f"unknown modality id {modality_id}") from None
+    codec = bytes(r.take(r.unpack(_U8, "codec length")[0], "codec name")).decode("ascii", "replace")
+    model = bytes(r.take(r.unpack(_U8, "model id length")[0], "model id")).decode("ascii", "replace")
+    frame_id = bytes(r.take(r.unpack(_U16, "frame id length")[0], "frame id")).decode(
+        "utf-8", "replace")
+    return HeaderInfo(version, modality, codec, model, stamp_ns, frame_id)
 
 
 def unpack(payload: bytes | bytearray | memoryview, *, verify_crc: bool = True) -> Container:
