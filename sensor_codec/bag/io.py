@@ -67,7 +67,8 @@ def storage_plugin(storage: str) -> StoragePlugin:
     try:
         return STORAGES[storage]
     except KeyError:
-        raise BagError(f"unknown bag storage {storage!r}; choose one of {sorted(STORAGES)}") from None
+        raise BagError(
+            f"unknown bag storage {storage!r}; choose one of {sorted(STORAGES)}") from None
 
 
 def detect_storage(path: str | Path) -> str:
