@@ -1,0 +1,229 @@
+"""Field-wise quantisation and entropy coding of point clouds, shared by the
+``lidar_quant`` and ``radar_quant`` codecs.
+
+Each field of the cloud becomes one zstd section:
+
+* a float field with a quantisation step ``s > 0`` is stored as the integers
+  ``round(v / s)``, so every finite value comes back within ``s / 2`` (plus
+  the float32 rounding of the result). NaN and infinite values are kept
+  exactly: a bitmask of where they are and their raw bit patterns;
+* every other field (integers, and floats with step 0) is stored losslessly
+  as its raw bit pattern;
+* a field with at most 256 distinct values (a reflectance in steps of 0.01,
+  a ring number) is sent as a table of those values and one byte per point;
+* any other field's integers are optionally differenced along the point
+  order (a lidar scan's neighbours are close; radar detections are not, so
+  the encoder picks, per field, whichever of raw or differenced is
+  cheaper), zig-zag mapped, narrowed to the fewest bytes that hold them and
+  split into byte planes before zstd, which then sees long runs of zero
+  high bytes.
+
+Field names, types, offsets and the point step come back exactly; padding
+bytes between fields come back as zeros.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import zstandard
+
+from ..errors import InvalidFrameError, WireFormatError
+from ..frames import PointCloudFrame
+from ..wire import MAX_SECTIONS, Container, meta_get
+from .base import Param, empty_cloud_from_meta, point_layout_meta
+
+XYZ = ("x", "y", "z")
+# Settings every quantising point codec shares.
+ZSTD_LEVEL_PARAM = Param("zstd_level", int, 9, "zstd level of the coded fields, 1..22",
+                         min=1, max=22)
+ATTR_STEP_PARAM = Param(
+    "attr_step", float, 0.0,
+    "quantisation step of float fields other than x, y, z (0 keeps them exact)",
+    min=0.0, max=1e6)
+
+# Quantised integers stay well inside int64 (and exact in float64) below this.
+_MAX_QUANT = 1 << 50
+_WIDTHS = (1, 2, 4, 8)
+_MODES = ("raw", "delta", "palette")
+_PALETTE_MAX = 256
+
+
+def encode_cloud(frame: PointCloudFrame, steps: dict[str, float],
+                 zstd_level: int) -> tuple[dict, list[bytes]]:
+    """Metadata and one section per field; ``steps`` maps field name to its
+    quantisation step (fields absent or at 0 are kept exactly)."""
+    meta = point_layout_meta(frame)
+    meta["coding"], sections = encode_fields(frame.points, frame.points.dtype.names, steps,
+                                             zstd_level)
+    return meta, sections
+
+
+def decode_cloud(c: Container) -> PointCloudFrame:
+    records, height, width = empty_cloud_from_meta(c.metadata, c.modality)
+    decode_fields(records, records.dtype.names, meta_get(c.metadata, "coding", list),
+                  c.sections)
+    return PointCloudFrame(records, c.modality, height, width, c.stamp_ns, c.frame_id)
+
+
+def encode_fields(points: np.ndarray, names, steps: dict[str, float],
+                  zstd_level: int) -> tuple[list, list[bytes]]:
+    """Code the named fields of ``points``: (coding entries for the metadata,
+    one section per field)."""
+    if len(names) > MAX_SECTIONS - 2:
+        raise InvalidFrameError(
+            f"cloud has {len(names)} fields; this codec stores at most {MAX_SECTIONS - 2}; "
+            f"use 'zstd' for it")
+    compressor = zstandard.ZstdCompressor(level=zstd_level)
+    coding, sections = [], []
+    for name in names:
+        column = np.ascontiguousarray(points[name]).reshape(len(points), _count(points.dtype, name))
+        step = float(steps.get(name, 0.0))
+        if step > 0 and column.dtype.kind != "f":
+            step = 0.0  # integer fields are already exact at their own resolution
+        stream, entry = _encode_field(name, column, step)
+        coding.append(entry)
+        sections.append(compressor.compress(stream))
+    return coding, sections
+
+
+def decode_fields(records: np.ndarray, names, coding: list, sections: list[bytes]) -> None:
+    """Fill the named fields of ``records`` from what ``encode_fields`` made."""
+    if len(coding) != len(names) or len(sections) != len(names):
+        raise WireFormatError(
+            f"payload codes {len(coding)} fields in {len(sections)} sections, "
+            f"the point layout has {len(names)} to decode")
+    decompressor = zstandard.ZstdDecompressor()
+    for name, entry, section in zip(names, coding, sections):
+        shape = (len(records), _count(records.dtype, name))
+        column = _decode_field(name, entry, section, shape, records.dtype.fields[name][0].base,
+                               decompressor)
+        records[name] = column.reshape(records[name].shape)
+
+
+def _encode_field(name: str, column: np.ndarray, step: float) -> tuple[bytes, list]:
+    n, count = column.shape
+    prefix = b""
+    nonfinite = 0
+    if step > 0:
+        finite = np.isfinite(column)
+        nonfinite = int(finite.size - np.count_nonzero(finite))
+        values = np.where(finite, column, 0).astype(np.float64)
+        ints = np.rint(values / step)
+        if ints.size and np.abs(ints).max() >= _MAX_QUANT:
+            worst = float(values.flat[np.abs(ints).argmax()])
+            raise InvalidFrameError(
+                f"field {name!r} holds {worst:g}, too large for quantisation step {step:g}; "
+                f"raise the step or set it to 0 to keep the field exact")
+        ints = ints.astype(np.int64)
+        if nonfinite:
+            prefix = np.packbits(~finite.reshape(-1)).tobytes() + column[~finite].tobytes()
+    else:
+        # Exact: the bit pattern as a signed integer of the same width.
+        ints = column.view(f"<i{column.dtype.itemsize}").astype(np.int64)
+
+    table, indices = np.unique(ints, return_inverse=True) if ints.size else (ints, ints)
+    table_codes = _zigzag(table)
+    table_width = _narrowest(table_codes)
+    if len(table) <= _PALETTE_MAX and len(table) * table_width * 2 < ints.size:
+        # Few distinct values (a reflectance in 1/100 steps, a ring number):
+        # a one-byte index per value beats any coding of the values themselves.
+        stream = _planes(table_codes, table_width) + indices.astype(np.uint8).tobytes()
+        return prefix + stream, [name, step, "palette", table_width, nonfinite, len(table)]
+
+    codes, mode = _zigzag(ints), "raw"
+    if n > 1:
+        deltas = np.diff(ints, axis=0, prepend=np.zeros((1, count), np.int64))
+        if step == 0:
+            # Wrap differences to the field's own width (the decoder's sum
+            # wraps back), so they never need more bytes than the values.
+            deltas = deltas.astype(f"<i{column.dtype.itemsize}").astype(np.int64)
+        delta_codes = _zigzag(deltas)
+        if _bit_cost(delta_codes) < _bit_cost(codes):
+            codes, mode = delta_codes, "delta"
+    width = _narrowest(codes)
+    return prefix + _planes(codes, width), [name, step, mode, width, nonfinite, 0]
+
+
+def _decode_field(name: str, entry, section: bytes, shape: tuple[int, int], dtype: np.dtype,
+                  decompressor: zstandard.ZstdDecompressor) -> np.ndarray:
+    try:
+        coded_name, step, mode, width, nonfinite, table_size = entry
+    except (TypeError, ValueError):
+        raise WireFormatError(f"bad coding entry {entry!r} for field {name!r}") from None
+    n, count = shape
+    values_n = n * count
+    if (coded_name != name or not isinstance(step, (int, float)) or not step >= 0
+            or mode not in _MODES or width not in _WIDTHS
+            or not isinstance(nonfinite, int) or not 0 <= nonfinite <= values_n
+            or (nonfinite and not step > 0) or not isinstance(table_size, int)
+            or not (1 <= table_size <= _PALETTE_MAX if mode == "palette" else table_size == 0)):
+        raise WireFormatError(f"bad coding entry {entry!r} for field {name!r}")
+    mask_bytes = (values_n + 7) // 8 if nonfinite else 0
+    special_bytes = nonfinite * dtype.itemsize
+    coded_bytes = table_size * width + values_n if mode == "palette" else values_n * width
+    expected = mask_bytes + special_bytes + coded_bytes
+    try:
+        raw = decompressor.decompress(section, max_output_size=expected)
+    except zstandard.ZstdError as exc:
+        raise WireFormatError(f"section of field {name!r} is corrupt: {exc}") from None
+    if len(raw) != expected:
+        raise WireFormatError(
+            f"section of field {name!r} holds {len(raw)} bytes, its coding needs {expected}")
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    coded = buf[mask_bytes + special_bytes:]
+    if mode == "palette":
+        table = _unzigzag(_from_planes(coded[:table_size * width], width, table_size))
+        indices = coded[table_size * width:]
+        if values_n and int(indices.max()) >= table_size:
+            raise WireFormatError(f"field {name!r} indexes past its {table_size}-entry palette")
+        ints = table[indices].reshape(n, count)
+    else:
+        ints = _unzigzag(_from_planes(coded, width, values_n)).reshape(n, count)
+        if mode == "delta":
+            ints = np.cumsum(ints, axis=0, dtype=np.int64)
+    if step == 0:
+        return ints.astype(f"<i{dtype.itemsize}").view(dtype)
+    column = (ints.astype(np.float64) * step).astype(dtype)
+    if nonfinite:
+        mask = np.unpackbits(buf[:mask_bytes], count=values_n).astype(bool).reshape(n, count)
+        if int(mask.sum()) != nonfinite:
+            raise WireFormatError(f"field {name!r} marks {int(mask.sum())} non-finite "
+                                  f"values, its coding says {nonfinite}")
+        column[mask] = buf[mask_bytes:mask_bytes + special_bytes].view(dtype)
+    return column
+
+
+def _planes(codes: np.ndarray, width: int) -> bytes:
+    """Little-endian values of ``width`` bytes, split into byte planes (all
+    lowest bytes, then all next bytes...): zstd then sees runs of zeros."""
+    as_bytes = codes.astype(f"<u{width}").reshape(-1).view(np.uint8).reshape(-1, width)
+    return np.ascontiguousarray(as_bytes.T).tobytes()
+
+
+def _from_planes(data: np.ndarray, width: int, count: int) -> np.ndarray:
+    planes = data[:count * width].reshape(width, count)
+    return np.ascontiguousarray(planes.T).view(f"<u{width}").reshape(-1).astype(np.uint64)
+
+
+def _count(dtype: np.dtype, name: str) -> int:
+    """Values per point of a field (more than 1 for array fields)."""
+    return int(np.prod(dtype.fields[name][0].shape, dtype=np.int64))
+
+
+def _zigzag(ints: np.ndarray) -> np.ndarray:
+    """Signed to unsigned, small magnitudes to small codes (0,-1,1,-2 -> 0,1,2,3)."""
+    return ((ints << 1) ^ (ints >> 63)).view(np.uint64)
+
+
+def _unzigzag(codes: np.ndarray) -> np.ndarray:
+    return ((codes >> np.uint64(1)) ^ (np.uint64(0) - (codes & np.uint64(1)))).view(np.int64)
+
+
+def _bit_cost(codes: np.ndarray) -> float:
+    # Roughly the bits an entropy coder spends: the bit length of each code.
+    return float(np.log2(codes.astype(np.float64) + 1.0).sum())
+
+
+def _narrowest(codes: np.ndarray) -> int:
+    top = int(codes.max()) if codes.size else 0
+    return next(w for w in _WIDTHS if top < (1 << (8 * w)))
