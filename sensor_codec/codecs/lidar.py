@@ -1,23 +1,32 @@
 """Reference lidar codecs.
 
-``lidar_quant``
-    Every coordinate rounded to a fixed step (a guaranteed error bound of
-    ``xyz_step_m / 2``), differenced along the scan order and zstd-coded; see
-    ``pointquant``. Other fields exact unless ``attr_step`` is set.
+``grid``
+    Bounded error: every finite point comes back within ``max_error`` metres
+    (Euclidean) of where it was. x, y and z are quantised on a grid of step
+    about ``2 * max_error / sqrt(3)`` (per-axis error at most
+    ``max_error / sqrt(3)``), shrunk where float32 rounding of the decoded
+    coordinates would otherwise eat into the bound (see
+    ``pointquant.quantisation_step``: the bound holds for the float32 output,
+    for coordinates of any size float32 can hold). The integer grid indices
+    are differenced along the scan order, split into byte planes and
+    zstd-coded. Other fields are kept exactly. Points with NaN or infinite
+    coordinates come back exactly; point order and an organised cloud's grid
+    are kept.
 
 ``draco``
     Google Draco geometry coding of x, y, z (what ROS's
-    ``draco_point_cloud_transport`` uses), with the other fields coded as in
-    ``lidar_quant``. Draco quantises to ``2**quantization_bits`` levels over
-    the cloud's largest extent, so its error bound scales with the scene.
-    Point order is preserved: the other fields and an organised cloud's grid
-    stay aligned with the points (Draco's reordering mode saves about a tenth
-    on x, y, z alone but would need the permutation sent to keep them).
-    Points with a NaN or infinite coordinate bypass Draco and come back
-    exactly.
+    ``draco_point_cloud_transport`` uses), the other fields kept exactly as
+    in ``grid``. Draco quantises to ``2**quantization_bits`` levels over the
+    cloud's largest extent, so its error bound scales with the scene: at most
+    half a level per axis. Point order is preserved (Draco's own reordering
+    mode saves about a tenth on x, y, z but would need the permutation sent
+    to keep the other fields and an organised grid aligned). Points with a
+    NaN or infinite coordinate bypass Draco and come back exactly.
 """
 
 from __future__ import annotations
+
+import math
 
 import DracoPy
 import numpy as np
@@ -27,26 +36,28 @@ from ..errors import CodecError, WireFormatError
 from ..frames import Modality, PointCloudFrame
 from ..wire import Container, meta_get
 from .base import Codec, Param, empty_cloud_from_meta, point_layout_meta, register_codec
-from .pointquant import (ATTR_STEP_PARAM, XYZ, ZSTD_LEVEL_PARAM, decode_cloud, decode_fields,
-                         encode_cloud, encode_fields)
+from .pointquant import (XYZ, ZSTD_LEVEL_PARAM, decode_cloud, decode_fields, encode_cloud,
+                         encode_fields)
+
+# Keeps sqrt(3) * (per-axis bound) at or under max_error despite float64 rounding.
+_BOUND_MARGIN = 1.0 - 1e-9
 
 
 @register_codec
-class LidarQuantCodec(Codec):
-    name = "lidar_quant"
+class GridCodec(Codec):
+    name = "grid"
     modalities = frozenset({Modality.LIDAR})
-    description = "Fixed-step quantisation + delta + zstd; max error xyz_step_m/2 per axis"
+    description = "Bounded-error grid quantisation of x, y, z + delta + zstd; other fields exact"
     params = (
-        Param("xyz_step_m", float, 0.002, "quantisation step of x, y, z in metres",
-              min=1e-6, max=10.0),
-        ATTR_STEP_PARAM,
+        Param("max_error", float, 0.01,
+              "largest Euclidean distance between a decoded point and the original (metres)",
+              min=1e-5, max=100.0),
         ZSTD_LEVEL_PARAM,
     )
 
     def _encode(self, frame):
-        return encode_cloud(frame, _steps(frame, self.settings["xyz_step_m"],
-                                          self.settings["attr_step"]),
-                            self.settings["zstd_level"])
+        per_axis = self.settings["max_error"] / math.sqrt(3) * _BOUND_MARGIN
+        return encode_cloud(frame, dict.fromkeys(XYZ, per_axis), self.settings["zstd_level"])
 
     def _decode(self, c: Container):
         return decode_cloud(c)
@@ -63,7 +74,6 @@ class DracoCodec(Codec):
               min=1, max=30),
         Param("compression_level", int, 7, "Draco effort, 0 (fastest) .. 10 (smallest)",
               min=0, max=10),
-        ATTR_STEP_PARAM,
         ZSTD_LEVEL_PARAM,
     )
 
@@ -83,9 +93,7 @@ class DracoCodec(Codec):
         # Exact x, y, z of points Draco cannot take, after a bitmask of where they are.
         nonfinite = np.packbits(~finite).tobytes() + xyz[~finite].tobytes()
         others = [n for n in points.dtype.names if n not in XYZ]
-        coding, sections = encode_fields(points, others,
-                                         _steps(frame, 0.0, self.settings["attr_step"]),
-                                         self.settings["zstd_level"])
+        coding, sections = encode_fields(points, others, {}, self.settings["zstd_level"])
         meta = point_layout_meta(frame)
         meta.update(coding=coding, nonfinite_points=int((~finite).sum()))
         level = self.settings["zstd_level"]
@@ -133,8 +141,3 @@ class DracoCodec(Codec):
         others = [n for n in records.dtype.names if n not in XYZ]
         decode_fields(records, others, meta_get(c.metadata, "coding", list), c.sections[2:])
         return PointCloudFrame(records, c.modality, height, width, c.stamp_ns, c.frame_id)
-
-
-def _steps(frame: PointCloudFrame, xyz_step: float, attr_step: float) -> dict[str, float]:
-    """x, y, z at ``xyz_step``, every other (float) field at ``attr_step``."""
-    return {name: xyz_step if name in XYZ else attr_step for name in frame.points.dtype.names}

@@ -1,13 +1,17 @@
 """Field-wise quantisation and entropy coding of point clouds, shared by the
-``lidar_quant`` and ``radar_quant`` codecs.
+``grid``, ``draco`` and ``radar_quant`` codecs.
 
 Each field of the cloud becomes one zstd section:
 
-* a float field with a quantisation step ``s > 0`` is stored as the integers
-  ``round(v / s)``, so every finite value comes back within ``s / 2`` (plus
-  the float32 rounding of the result). NaN and infinite values are kept
-  exactly: a bitmask of where they are and their raw bit patterns;
-* every other field (integers, and floats with step 0) is stored losslessly
+* a float field given an error bound ``b > 0`` is stored as the integers
+  ``q = round(v / s)``, with the step ``s`` just under ``2 b``, shrunk so
+  that the value the decoder writes (``q * s`` in float64, rounded to the
+  field's own type, float32 usually) is within ``b`` of the original for
+  every finite value (``quantisation_step`` has the argument). Large
+  coordinates therefore get a finer step rather than a broken bound: 1e6 m
+  in float32 still meets 1 cm. NaN and infinite values are kept exactly: a
+  bitmask of where they are and their raw bit patterns;
+* every other field (integers, and floats with bound 0) is stored exactly
   as its raw bit pattern;
 * a field with at most 256 distinct values (a reflectance in steps of 0.01,
   a ring number) is sent as a table of those values and one byte per point;
@@ -33,13 +37,8 @@ from ..wire import MAX_SECTIONS, Container, meta_get
 from .base import Param, empty_cloud_from_meta, point_layout_meta
 
 XYZ = ("x", "y", "z")
-# Settings every quantising point codec shares.
 ZSTD_LEVEL_PARAM = Param("zstd_level", int, 9, "zstd level of the coded fields, 1..22",
                          min=1, max=22)
-ATTR_STEP_PARAM = Param(
-    "attr_step", float, 0.0,
-    "quantisation step of float fields other than x, y, z (0 keeps them exact)",
-    min=0.0, max=1e6)
 
 # Quantised integers stay well inside int64 (and exact in float64) below this.
 _MAX_QUANT = 1 << 50
@@ -48,13 +47,14 @@ _MODES = ("raw", "delta", "palette")
 _PALETTE_MAX = 256
 
 
-def encode_cloud(frame: PointCloudFrame, steps: dict[str, float],
+def encode_cloud(frame: PointCloudFrame, max_errors: dict[str, float],
                  zstd_level: int) -> tuple[dict, list[bytes]]:
-    """Metadata and one section per field; ``steps`` maps field name to its
-    quantisation step (fields absent or at 0 are kept exactly)."""
+    """Metadata and one section per field; ``max_errors`` maps a field name to
+    the largest absolute error allowed on each of its values (fields absent
+    or at 0 are kept exactly)."""
     meta = point_layout_meta(frame)
-    meta["coding"], sections = encode_fields(frame.points, frame.points.dtype.names, steps,
-                                             zstd_level)
+    meta["coding"], sections = encode_fields(frame.points, frame.points.dtype.names,
+                                             max_errors, zstd_level)
     return meta, sections
 
 
@@ -65,7 +65,7 @@ def decode_cloud(c: Container) -> PointCloudFrame:
     return PointCloudFrame(records, c.modality, height, width, c.stamp_ns, c.frame_id)
 
 
-def encode_fields(points: np.ndarray, names, steps: dict[str, float],
+def encode_fields(points: np.ndarray, names, max_errors: dict[str, float],
                   zstd_level: int) -> tuple[list, list[bytes]]:
     """Code the named fields of ``points``: (coding entries for the metadata,
     one section per field)."""
@@ -77,10 +77,10 @@ def encode_fields(points: np.ndarray, names, steps: dict[str, float],
     coding, sections = [], []
     for name in names:
         column = np.ascontiguousarray(points[name]).reshape(len(points), _count(points.dtype, name))
-        step = float(steps.get(name, 0.0))
-        if step > 0 and column.dtype.kind != "f":
-            step = 0.0  # integer fields are already exact at their own resolution
-        stream, entry = _encode_field(name, column, step)
+        bound = float(max_errors.get(name, 0.0))
+        if column.dtype.kind != "f":
+            bound = 0.0  # integer fields are already exact at their own resolution
+        stream, entry = _encode_field(name, column, bound)
         coding.append(entry)
         sections.append(compressor.compress(stream))
     return coding, sections
@@ -100,21 +100,45 @@ def decode_fields(records: np.ndarray, names, coding: list, sections: list[bytes
         records[name] = column.reshape(records[name].shape)
 
 
-def _encode_field(name: str, column: np.ndarray, step: float) -> tuple[bytes, list]:
+def quantisation_step(bound: float, dtype: np.dtype, largest: float) -> float:
+    """The step that keeps every decoded value of a field within ``bound``.
+
+    ``largest`` bounds the magnitude of the field's values ``v``. The encoder
+    rounds ``v / step`` and the decoder computes ``x = q * step``, both in
+    float64, so ``|v - x| <= step / 2 + e`` with ``e`` one float64 spacing at
+    that magnitude. The decoder then rounds ``x`` to ``dtype``: that moves it
+    by at most half a ``dtype`` spacing ``u``, and - ``v`` being itself a
+    value of ``dtype`` - by no more than ``|v - x|``. Hence the error is at
+    most ``step / 2 + e + u / 2`` and at most ``step + 2 e``; the larger step
+    meeting either form of the bound is used.
+    """
+    magnitude = largest + 2 * bound
+    e = float(np.spacing(np.float64(magnitude)))
+    u = float(np.spacing(np.asarray(magnitude, dtype=dtype)))
+    step = max(2 * (bound - e) - u, bound - 2 * e)
+    if not np.isfinite(step) or step <= 0:
+        raise InvalidFrameError(
+            f"values up to {largest:g} cannot be kept within {bound:g} in {dtype}; "
+            "raise the error bound or keep the field exact")
+    return step
+
+
+def _encode_field(name: str, column: np.ndarray, bound: float) -> tuple[bytes, list]:
     n, count = column.shape
     prefix = b""
     nonfinite = 0
-    if step > 0:
+    step = 0.0
+    if bound > 0:
         finite = np.isfinite(column)
         nonfinite = int(finite.size - np.count_nonzero(finite))
         values = np.where(finite, column, 0).astype(np.float64)
-        ints = np.rint(values / step)
-        if ints.size and np.abs(ints).max() >= _MAX_QUANT:
-            worst = float(values.flat[np.abs(ints).argmax()])
+        largest = float(np.abs(values).max()) if values.size else 0.0
+        if largest / bound >= _MAX_QUANT:
             raise InvalidFrameError(
-                f"field {name!r} holds {worst:g}, too large for quantisation step {step:g}; "
-                f"raise the step or set it to 0 to keep the field exact")
-        ints = ints.astype(np.int64)
+                f"field {name!r} holds {largest:g}, too large to quantise within {bound:g}; "
+                f"raise the error bound or keep the field exact")
+        step = quantisation_step(bound, column.dtype, largest)
+        ints = np.rint(values / step).astype(np.int64)
         if nonfinite:
             prefix = np.packbits(~finite.reshape(-1)).tobytes() + column[~finite].tobytes()
     else:
