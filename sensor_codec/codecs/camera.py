@@ -128,7 +128,7 @@ def _decompress_alpha(data: bytes, expected: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8)
 
 
-_QUALITY_HELP = "1 (smallest) .. 100 (best quality)"
+_QUALITY_HELP = "0 (smallest) .. 100 (best quality)"
 
 
 @register_codec
@@ -137,7 +137,7 @@ class JpegCodec(ImageCodec):
     stream = "JPEG"
     description = "Baseline JPEG (libjpeg-turbo), the camera reference"
     params = (
-        Param("quality", int, 90, f"JPEG quality, {_QUALITY_HELP}", min=1, max=100),
+        Param("quality", int, 90, f"JPEG quality, {_QUALITY_HELP}", min=0, max=100),
         Param("subsampling", str, "420", "chroma subsampling", choices=("444", "422", "420")),
     )
 
@@ -172,7 +172,7 @@ class WebpCodec(ImageCodec):
     has_grey = False  # libwebp takes only RGB(A)
     description = "Lossy WebP (VP8 intra)"
     params = (
-        Param("quality", int, 80, f"WebP quality, {_QUALITY_HELP}", min=1, max=100),
+        Param("quality", int, 80, f"WebP quality, {_QUALITY_HELP}", min=0, max=100),
         Param("method", int, 4, "encoder effort, 0 (fastest) .. 6 (smallest)", min=0, max=6),
     )
 
@@ -195,8 +195,8 @@ class AvifCodec(ImageCodec):
     description = "Lossy AVIF (AV1 intra, libavif)"
     params = (
         # libavif turns lossless at 100, so the lossy baseline stops at 99.
-        Param("quality", int, 60, "AVIF quality, 1 (smallest) .. 99 (best quality)",
-              min=1, max=99),
+        Param("quality", int, 60, "AVIF quality, 0 (smallest) .. 99 (best quality)",
+              min=0, max=99),
         Param("speed", int, 8, "encoder speed, 0 (slowest, smallest) .. 10 (fastest)",
               min=0, max=10),
     )
@@ -216,7 +216,7 @@ class JpegXlCodec(ImageCodec):
     has_16bit = True
     description = "Lossy JPEG XL (libjxl VarDCT), 8- and 16-bit"
     params = (
-        Param("quality", int, 90, f"JPEG XL quality, {_QUALITY_HELP}", min=1, max=100),
+        Param("quality", int, 90, f"JPEG XL quality, {_QUALITY_HELP}", min=0, max=100),
         Param("effort", int, 3, "encoder effort, 1 (fastest) .. 9 (smallest)", min=1, max=9),
     )
 
