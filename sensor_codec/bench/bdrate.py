@@ -94,3 +94,50 @@ def rate_at_quality(rates: Sequence[float], quality: Sequence[float],
     if not q[0] <= target <= q[-1]:
         return None
     return float(math.exp(PchipInterpolator(q, log_r)(target)))
+
+
+# (modality, rate key, quality key) pairs a summary is compared on.
+BD_METRICS = (("camera", "bpp", "psnr"), ("camera", "bpp", "ms_ssim_db"),
+              ("lidar", "bits_per_point", "d1_psnr"), ("radar", "bits_per_point", "d1_psnr"))
+
+
+def summary_curve(summary: Sequence[dict], codec: str, rate_key: str,
+                  quality_key: str) -> tuple[list[float], list[float]]:
+    """(rates, qualities) of one codec's rows with finite values, sorted by rate."""
+    pts = sorted((row[rate_key], row[quality_key]) for row in summary
+                 if row["codec"] == codec and isinstance(row.get(rate_key), (int, float))
+                 and isinstance(row.get(quality_key), (int, float))
+                 and math.isfinite(row[rate_key]) and math.isfinite(row[quality_key]))
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def compare_codecs(summary: Sequence[dict], anchor: str, test: str) -> list[dict]:
+    """BD-rate and BD-quality of ``test`` against ``anchor`` on every metric both have.
+
+    Rows whose curves cannot be compared (fewer than 2 lossy points, no
+    quality overlap) carry an ``error`` string instead of numbers.
+    """
+    out = []
+    for modality, rate_key, quality_key in BD_METRICS:
+        a = summary_curve([r for r in summary if r.get("modality") == modality],
+                          anchor, rate_key, quality_key)
+        t = summary_curve([r for r in summary if r.get("modality") == modality],
+                          test, rate_key, quality_key)
+        if not a[0] and not t[0]:
+            continue
+        row = {"anchor": anchor, "test": test, "modality": modality, "rate": rate_key,
+               "quality": quality_key}
+        short = [f"{name} has {len(c[0])}" for name, c in ((anchor, a), (test, t))
+                 if len(c[0]) < 2]
+        if short:
+            row["error"] = (f"{' and '.join(short)} point(s) of finite {quality_key} "
+                            "(lossless points have infinite quality); a BD curve needs 2+")
+            out.append(row)
+            continue
+        try:
+            row["bd_rate_percent"] = bd_rate(a[0], a[1], t[0], t[1])
+            row["bd_quality"] = bd_quality(a[0], a[1], t[0], t[1])
+        except ConfigError as exc:
+            row["error"] = str(exc)
+        out.append(row)
+    return out
