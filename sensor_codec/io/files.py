@@ -2,8 +2,9 @@
 
 Images: PNG, JPEG (and anything else imagecodecs reads) in, PNG out.
 Point clouds: KITTI/nuScenes-style float32 ``.bin`` (columns named by the
-caller; by default x, y, z, intensity, plus ring for nuScenes' ``*.pcd.bin``), PCD (ascii, binary and binary_compressed in; ascii or binary out)
-and ``.npy`` (a structured array, or N x K numbers with named columns).
+caller; by default x, y, z, intensity, plus ring for nuScenes' ``*.pcd.bin``),
+PCD (ascii, binary and binary_compressed in; ascii or binary out) and
+``.npy`` (a structured array, or N x K numbers with named columns).
 A ``.npy`` of uint8/uint16 pixels is an image.
 
 Malformed files raise ``InvalidFrameError`` naming the file and what is
