@@ -7,6 +7,7 @@ import types as pytypes
 
 import numpy as np
 import pytest
+import yaml
 
 from sensor_codec.bag.convert import compress_bag, decompress_bag, plan_topics
 from sensor_codec.bag.info import bag_info, format_info, parse_codec_tag
@@ -243,6 +244,11 @@ def test_lossless_round_trip_is_exact(tmp_path, source_bag, camera_codec):
         "/lidar/points/sensor_codec": "sensor_msgs/msg/CompressedImage",
         "/radar/points/sensor_codec": "sensor_msgs/msg/CompressedImage",
         "/note": "std_msgs/msg/String"}
+    meta = yaml.safe_load((compressed / "metadata.yaml").read_text())
+    recorded = json.loads(meta["rosbag2_bagfile_information"]["custom_data"][
+        "sensor_codec.compress"])
+    assert recorded["/lidar/points"] == {"modality": "lidar", "codec": "zstd",
+                                         "settings": {"level": 19}}
     info = bag_info(compressed)
     assert info.topic("/camera/image_raw/sensor_codec").codec == camera_codec
     assert info.topic("/lidar/points/sensor_codec").format.startswith("sensor_codec/lidar/zstd")

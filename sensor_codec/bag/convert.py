@@ -14,6 +14,7 @@ interruption; see ``sensor_codec.bag.io`` for what a hard kill leaves.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -24,12 +25,12 @@ from typing import Any
 from ..codecs import codec_names, decode, get_codec
 from ..errors import BagError, ConfigError, SensorCodecError
 from ..frames import CameraFrame, Modality
-from ..wire import peek_header
 from ..messages import (compressed_to_payload, frame_to_image, frame_to_pointcloud2,
                         image_to_frame, is_radar_cloud, payload_to_compressed,
                         pointcloud2_dtype, pointcloud2_to_frame, rosbags_types)
-from .io import BagMessage, BagWriter, deserialize, detect_storage, open_reader, read_messages, \
-    serialize, typestore
+from ..wire import peek_header
+from .io import (BagMessage, BagWriter, deserialize, detect_storage, open_reader, read_messages,
+                 serialize, typestore)
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,8 @@ Handler = Callable[[BagMessage, BagWriter], None]
 
 def _run(src: Path, dst: Path, storage: str, handlers: dict[str, Handler],
          report: ConversionReport, *, skip: set[str] = frozenset(),
-         outputs: Mapping[str, list[tuple[str, str]]] | None = None, progress: bool,
+         outputs: Mapping[str, list[tuple[str, str]]] | None = None,
+         custom_data: Mapping[str, str] | None = None, progress: bool,
          overwrite: bool, callback: Callable[[int], None] | None, desc: str) -> None:
     """Copy ``src`` to ``dst`` message by message, handing ``handlers``' topics to them.
 
@@ -224,7 +226,7 @@ def _run(src: Path, dst: Path, storage: str, handlers: dict[str, Handler],
     with open_reader(src) as reader:
         total = reader.message_count
         source_topics = [(c.topic, c.msgtype) for c in reader.connections]
-    with BagWriter(dst, storage, overwrite=overwrite) as writer, \
+    with BagWriter(dst, storage, overwrite=overwrite, custom_data=custom_data) as writer, \
             tqdm(total=total, disable=not progress, unit="msg", desc=desc) as bar:
         try:
             # Declare topics up front, in source order, so they exist even with no messages.
@@ -311,7 +313,12 @@ def compress_bag(src: str | Path, dst: str | Path, *,
         outputs[topic] = [(out_topic, COMPRESSED_IMAGE)]
         if keep_raw:
             outputs[topic].insert(0, (topic, IMAGE if modality == Modality.CAMERA else POINTCLOUD2))
+    # Recorded in metadata.yaml so a reader of the bag knows how it was made.
+    settings = {topic: {"modality": r.modality, "codec": r.codec,
+                        "settings": encoders[plan[topic]].settings}
+                for topic, r in report.topics.items()}
     _run(src, dst, storage, handlers, report, outputs=outputs, progress=progress,
+         custom_data={"sensor_codec.compress": json.dumps(settings, sort_keys=True)},
          overwrite=overwrite, callback=callback, desc="compress")
     return report
 

@@ -12,10 +12,11 @@ writes ``metadata.yaml`` on close).
 
 On a hard kill (SIGKILL, power loss) nothing can run at the end:
 
-* sqlite3 bags are committed every ``checkpoint_every`` messages, so the
-  ``.db3`` file keeps every message up to the last checkpoint; the bag has no
-  ``metadata.yaml``. ``repair_bag(path)`` (``sensor-codec bag repair``)
-  rolls back the unfinished transaction and rebuilds ``metadata.yaml``.
+* sqlite3 bags are committed every ``checkpoint_every`` messages (or
+  ``checkpoint_bytes``), so the ``.db3`` file keeps every message up to the
+  last checkpoint, but the bag has no ``metadata.yaml``. ``repair_bag(path)``
+  (``sensor-codec bag repair``) rolls back the unfinished transaction and
+  rebuilds ``metadata.yaml``.
 * mcap bags are written chunk by chunk but their index and footer are only
   written on close; a killed mcap bag cannot be repaired here. Use sqlite3
   when a long conversion may be killed.
@@ -43,8 +44,10 @@ log = logging.getLogger(__name__)
 
 STORAGES: dict[str, StoragePlugin] = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 DEFAULT_STORAGE = "sqlite3"
-# Messages between sqlite3 commits: what a hard kill may lose, at most.
+# sqlite3 commits after this many messages or bytes, whichever comes first:
+# what a hard kill may lose, at most.
 DEFAULT_CHECKPOINT_EVERY = 100
+DEFAULT_CHECKPOINT_BYTES = 64 << 20
 BAG_VERSION = 9
 
 
@@ -181,17 +184,25 @@ class BagWriter:
 
     def __init__(self, path: str | Path, storage: str = DEFAULT_STORAGE, *,
                  overwrite: bool = False,
-                 checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY) -> None:
+                 checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+                 checkpoint_bytes: int = DEFAULT_CHECKPOINT_BYTES,
+                 custom_data: dict[str, str] | None = None) -> None:
         self.path = Path(path)
         self.storage = storage
         self._plugin = storage_plugin(storage)
         if checkpoint_every < 1:
             raise BagError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
         self.checkpoint_every = checkpoint_every
+        self.checkpoint_bytes = checkpoint_bytes
+        self.custom_data = dict(custom_data or {})
+        for key, value in self.custom_data.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise BagError(f"custom_data must map str to str, got {key!r}: {value!r}")
         self.overwrite = overwrite
         self._writer: Writer | None = None
         self._connections: dict[str, Any] = {}
         self._since_checkpoint = 0
+        self._bytes_since_checkpoint = 0
         self.counts: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------------
@@ -204,6 +215,8 @@ class BagWriter:
                                "or pass overwrite")
             _remove_bag(self.path)
         writer = Writer(self.path, version=BAG_VERSION, storage_plugin=self._plugin)
+        for key, value in self.custom_data.items():
+            writer.set_custom_data(key, value)
         try:
             writer.open()
         except (WriterError, OSError) as exc:
@@ -276,12 +289,14 @@ class BagWriter:
             raise BagError(f"cannot write to {topic!r} in {str(self.path)!r}: {exc}") from None
         self.counts[topic] += 1
         self._since_checkpoint += 1
-        if self._since_checkpoint >= self.checkpoint_every:
+        self._bytes_since_checkpoint += len(data)
+        if (self._since_checkpoint >= self.checkpoint_every
+                or self._bytes_since_checkpoint >= self.checkpoint_bytes):
             self.checkpoint()
 
     def checkpoint(self) -> None:
         """Commit what sqlite3 holds so far, so a hard kill keeps it (mcap: no-op)."""
-        self._since_checkpoint = 0
+        self._since_checkpoint = self._bytes_since_checkpoint = 0
         storage = getattr(self._writer, "storage", None)
         conn = getattr(storage, "conn", None)
         if isinstance(conn, sqlite3.Connection):
