@@ -403,8 +403,9 @@ def test_cli_info_compress_decompress(tmp_path, source_bag, capsys):
 
     out = tmp_path / "c"
     argv = ["bag", "compress", str(src), "-o", str(out), "--camera-codec", "jpeg",
-            "--camera-quality", "80", "--lidar-codec", "zstd", "--radar-codec", "zstd",
-            "--set", "lidar.level=3", "--storage", "mcap", "--json"]
+            "--camera-quality", "80", "--set", "camera.subsampling=444", "--lidar-codec",
+            "zstd", "--radar-codec", "zstd", "--set", "lidar.level=3", "--storage", "mcap",
+            "--json"]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["storage"] == "mcap" and report["failed"] == 0
@@ -429,6 +430,9 @@ def test_cli_errors_exit_2(tmp_path, source_bag, capsys):
     assert main(["bag", "compress", str(src), "-o", str(tmp_path / "c"), "--camera-codec",
                  "zstd", "--camera-quality", "5"]) == 2
     assert "no setting(s) ['quality']" in capsys.readouterr().err
+    assert main(["bag", "compress", str(src), "-o", str(tmp_path / "c"), "--lidar-codec",
+                 "zstd", "--set", "lidar.level=high"]) == 2
+    assert "codec 'zstd' wants a value of type int" in capsys.readouterr().err
     assert main(["bag", "info", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
 

@@ -7,8 +7,6 @@ import importlib
 import json
 import sys
 
-import yaml
-
 from ..errors import ConfigError
 from ..frames import Modality
 from .io import STORAGES
@@ -80,13 +78,42 @@ def codecs_from_args(args: argparse.Namespace) -> dict[Modality, tuple[str, dict
     if args.lidar_max_error is not None:
         chosen[Modality.LIDAR][1]["max_error"] = args.lidar_max_error
     for item in args.set:
-        modality, key, value = parse_setting(item)
-        chosen[modality][1][key] = value
+        modality, key, raw = parse_setting(item)
+        chosen[modality][1][key] = coerce_setting(chosen[modality][0], key, raw)
     return chosen
 
 
-def parse_setting(item: str) -> tuple[Modality, str, object]:
-    """``'lidar.max_error=0.01'`` -> ``(Modality.LIDAR, 'max_error', 0.01)``."""
+def coerce_setting(codec_name: str, key: str, raw: str) -> object:
+    """Turn ``raw`` into the type the codec declares for ``key`` (str stays str).
+
+    Unknown codecs or keys keep the text; the codec then refuses it by name.
+    """
+    from ..codecs import codec_class
+    from ..errors import UnknownCodecError
+
+    try:
+        params = {p.name: p for p in codec_class(codec_name).params}
+    except UnknownCodecError:
+        return raw
+    param = params.get(key)
+    if param is None or param.type is str:
+        return raw
+    if param.type is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"--set {key}={raw!r}: codec {codec_name!r} wants true or false")
+    try:
+        return param.type(raw)
+    except ValueError:
+        raise ConfigError(f"--set {key}={raw!r}: codec {codec_name!r} wants a value of type "
+                          f"{param.type.__name__}") from None
+
+
+def parse_setting(item: str) -> tuple[Modality, str, str]:
+    """``'lidar.max_error=0.01'`` -> ``(Modality.LIDAR, 'max_error', '0.01')``."""
     target, sep, raw = item.partition("=")
     modality_name, dot, key = target.partition(".")
     if not sep or not dot or not key:
@@ -97,11 +124,7 @@ def parse_setting(item: str) -> tuple[Modality, str, object]:
     except ValueError:
         raise ConfigError(f"--set {item!r}: unknown modality {modality_name!r}; use camera, "
                           "lidar or radar") from None
-    try:
-        value = yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError:
-        value = raw
-    return modality, key, value
+    return modality, key, raw
 
 
 def topics_from_args(values: list[str] | None):
