@@ -37,6 +37,7 @@ setup(
             "encoder_node = sensor_codec.nodes.encoder_node:main",
             "decoder_node = sensor_codec.nodes.decoder_node:main",
             "bag_player = sensor_codec.nodes.bag_player:main",
+            "pipeline_probe = sensor_codec.nodes.pipeline_probe:main",
         ],
     },
 )
