@@ -90,7 +90,11 @@ class KittiCalibration:
 
 def parse_kitti_calibration(text: str, source: str = "<string>",
                             required: tuple[str, ...] = REQUIRED_KEYS) -> KittiCalibration:
-    """Parse the text of a KITTI-format calibration file."""
+    """Parse the text of a KITTI-format calibration file.
+
+    ``required`` keys must be present; with fewer required keys, the missing
+    ones among P2 / R0_rect / Tr_velo_to_cam are ``None`` on the result.
+    """
     matrices: dict[str, np.ndarray] = {}
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):

@@ -22,7 +22,7 @@ back.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,8 +192,3 @@ def _arrays(value):
     if isinstance(value, dict):
         return {k: _arrays(v) for k, v in value.items()}
     return np.asarray(value, dtype=np.float64)
-
-
-def iter_sorted(items: Iterable[tuple[str, int, Any]]) -> Iterator[tuple[str, int, Any]]:
-    """Items in time order (stable, so same-stamp items keep their order)."""
-    return iter(sorted(items, key=lambda item: item[1]))
