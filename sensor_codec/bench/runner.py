@@ -92,15 +92,16 @@ def parse_codec_spec(spec: str) -> list[CodecSetting]:
 
 
 def _convert(param, text: str, spec: str) -> Any:
+    if param.type is bool:
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ConfigError(f"codec spec {spec!r}: {param.name}={text!r} is not true/false")
+        return text.lower() in ("true", "1")
     try:
-        if param.type is bool:
-            if text.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(text)
-            return text.lower() in ("true", "1")
-        return param.validate(param.type(text))
+        value = param.type(text)
     except ValueError:
         raise ConfigError(f"codec spec {spec!r}: {param.name}={text!r} is not a valid "
                           f"{param.type.__name__}") from None
+    return param.validate(value)  # range and choices, with the Param's own message
 
 
 def parse_codec_specs(specs: Sequence[str]) -> list[CodecSetting]:
@@ -178,7 +179,8 @@ def pointcloud_frames(paths: Iterable[str | Path], limit: int | None = None, *,
     except ImportError as exc:
         raise ConfigError(f"point-cloud files need sensor_codec.io.files: {exc}") from None
     for path in list(map(Path, paths))[:limit]:
-        frame = files.read_point_cloud(path, fields=fields, modality=modality)
+        frame = files.read_frame(path, Modality.parse(modality),
+                                 fields=tuple(fields) if fields else None, frame_id=path.stem)
         yield BenchFrame(frame, path.name)
 
 
