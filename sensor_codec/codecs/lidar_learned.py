@@ -1,0 +1,400 @@
+"""``rangecode``: bounded-error lidar codec with a learned context model.
+
+Guarantee: every decoded point is within the Euclidean error bound E
+(setting ``bound``, default 1 cm; per class in ``semantic`` mode) of the
+original, point count and order are preserved, and:
+
+* points with a non-finite coordinate, and points whose coordinates are
+  too large for the bound to survive rounding to the output float type
+  (beyond 8 km for float32 at 1 cm; the limit is ``0.1 E / eps``), are kept
+  bit-exact ("verbatim"), so 1e6 m coordinates round-trip exactly;
+* records that are byte-for-byte copies of an earlier record (some drivers
+  emit every firing twice) are coded as "copy of the record ``lag`` back";
+* other fields: integer fields and integer-valued float fields (``ring``)
+  are lossless; intensity-like float fields are quantised with
+  ``intensity_step`` (|error| <= step / 2), time-like ones with ``time_step``,
+  the rest with ``field_step``; a step of 0 keeps the field bit-exact;
+* padding bytes between fields are not kept (they decode as zeros).
+
+Geometry is coded as described in ``sensor_codec.pointcloud.predict`` and
+entropy-coded with the shipped learned context model (model id
+``lidar_ctx-<hash>`` in every payload; a decoder with other tables refuses
+the payload with ``UnknownModelError``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import zstandard
+
+from ..errors import InvalidFrameError, WireFormatError
+from ..frames import Modality, PointCloudFrame
+from ..pointcloud import predict
+from ..pointcloud.context_model import ContextModel, default_model, scale_index
+from ..pointcloud.entropy import (SideReader, SideWriter, StreamReader, StreamWriter,
+                                  read_int_sequence, write_int_sequence)
+from ..pointcloud.rangeimage import coded_order, estimate_beams, ring_field, spherical
+from ..pointcloud.semantic import CLASS_FIELD, bounds_for_classes, load_class_bounds
+from ..wire import Container, meta_get
+from .base import Codec, Param, empty_cloud_from_meta, point_layout_meta, register_codec
+
+INTENSITY_NAMES = ("intensity", "reflectance", "reflectivity", "i")
+TIME_NAMES = ("t", "time", "timestamp", "time_offset", "offset_time")
+INT_PERIODS = (1, 2, 16, 32, 64, 128)
+MAX_INT_FIELD = 2 ** 45
+MAX_QUANT = 2 ** 40
+_EPS = {np.dtype("<f4"): 2.0 ** -23, np.dtype("<f8"): 2.0 ** -52}
+
+
+def _runs(mask: np.ndarray) -> np.ndarray:
+    """Lengths of alternating runs, starting with a (possibly empty) False run."""
+    change = np.flatnonzero(np.diff(mask.astype(np.int8))) + 1
+    edges = np.r_[0, change, mask.size]
+    runs = np.diff(edges)
+    if mask.size and mask[0]:
+        runs = np.r_[0, runs]
+    return runs.astype(np.int64)
+
+
+def _mask_from_runs(runs: np.ndarray, n: int) -> np.ndarray:
+    if runs.size and (runs.min() < 0 or int(runs.sum()) != n):
+        raise WireFormatError(f"run lengths add up to {int(runs.sum())}, not {n} points")
+    values = np.arange(runs.size) % 2 == 1
+    return np.repeat(values, runs)
+
+
+def _byte_shuffle(a: np.ndarray) -> bytes:
+    if a.size == 0:
+        return b""
+    raw = np.ascontiguousarray(a).view(np.uint8).reshape(a.size, -1)
+    return np.ascontiguousarray(raw.T).tobytes()
+
+
+def _byte_unshuffle(data: bytes, dtype: np.dtype, n: int) -> np.ndarray:
+    if n == 0:
+        return np.zeros(0, dtype)
+    planes = np.frombuffer(data, np.uint8).reshape(dtype.itemsize, n)
+    return np.ascontiguousarray(planes.T).view(dtype).reshape(n)
+
+
+def _find_duplicates(points: np.ndarray) -> np.ndarray:
+    """Index of the earliest identical record for each record (itself if none)."""
+    n = points.size
+    src = np.arange(n)
+    if n < 2:
+        return src
+    rec = np.ascontiguousarray(points).view(np.uint8).reshape(n, -1)
+    x = np.ascontiguousarray(points["x"]).astype(np.float64).view(np.uint64)
+    y = np.ascontiguousarray(points["y"]).astype(np.float64).view(np.uint64)
+    z = np.ascontiguousarray(points["z"]).astype(np.float64).view(np.uint64)
+    h = x * np.uint64(0x9E3779B97F4A7C15) ^ (y * np.uint64(0xC2B2AE3D27D4EB4F)) ^ (
+        z * np.uint64(0x165667B19E3779F9))
+    order = np.argsort(h, kind="stable")
+    hs = h[order]
+    same = np.flatnonzero(hs[1:] == hs[:-1]) + 1
+    if same.size == 0:
+        return src
+    group_start = np.maximum.accumulate(np.where(np.r_[True, hs[1:] != hs[:-1]],
+                                                 np.arange(n), 0))
+    cand = order[same]
+    first = order[group_start[same]]
+    equal = (rec[cand] == rec[first]).all(axis=1)
+    src[cand[equal]] = first[equal]
+    return src
+
+
+@register_codec
+class RangeCodeLidar(Codec):
+    name = "rangecode"
+    modalities = frozenset({Modality.LIDAR})
+    lossless = False
+    description = ("Bounded-error lidar: every point within `bound` metres; beams, predictive "
+                   "residuals and a learned context model (constriction range coder)")
+    params = (
+        Param("bound", float, 0.01, "Euclidean error bound per point, metres", min=1e-4, max=10.0),
+        Param("intensity_step", float, 0.01,
+              "quantisation step of intensity-like float fields (0 = bit-exact)", min=0.0, max=1e6),
+        Param("time_step", float, 0.0,
+              "quantisation step of time-like float fields (0 = bit-exact)", min=0.0, max=1e6),
+        Param("field_step", float, 0.0,
+              "quantisation step of other float fields (0 = bit-exact)", min=0.0, max=1e6),
+        Param("dedup", bool, True, "code records identical to an earlier record as copies"),
+        Param("semantic", bool, False,
+              f"per-point bound from the {CLASS_FIELD!r} field and the class bound table"),
+        Param("semantic_table", str, "",
+              "YAML class bound table ('' = config/lidar_semantic_bounds.yaml)"),
+    )
+
+    def __init__(self, model: ContextModel | None = None, **settings) -> None:
+        super().__init__(**settings)
+        self._model = model
+        self.trace: list | None = None  # training hook: collects geometry streams
+
+    @property
+    def model(self) -> ContextModel:
+        if self._model is None:
+            self._model = default_model()
+        return self._model
+
+    @property
+    def model_id(self) -> str:
+        return self.model.model_id
+
+    # --- encode ---------------------------------------------------------------
+
+    def _encode(self, frame: PointCloudFrame):
+        pts = frame.points
+        dtypes = [pts.dtype[a] for a in ("x", "y", "z")]
+        for axis, dt in zip("xyz", dtypes):
+            if dt.shape or dt.newbyteorder("<") not in _EPS:
+                raise InvalidFrameError(
+                    f"rangecode needs float32 or float64 scalar x/y/z, field {axis!r} is {dt}; "
+                    "use the lossless 'zstd' codec for this layout")
+        eps = max(_EPS[dt.newbyteorder("<")] for dt in dtypes)
+        meta = point_layout_meta(frame)
+        n = pts.size
+        bound = self.settings["bound"]
+        writer, side = StreamWriter(), SideWriter()
+        raw_parts: list[bytes] = []
+
+        # 1. exact copies of earlier records
+        src = _find_duplicates(pts) if self.settings["dedup"] else np.arange(n)
+        dup = src != np.arange(n)
+        runs = _runs(dup)
+        meta["dup_runs"] = int(runs.size)
+        write_int_sequence(writer, side, runs)
+        write_int_sequence(writer, side, (np.arange(n) - src)[dup])
+        uniq = np.flatnonzero(~dup)
+        u = pts[uniq]
+
+        # 2. per-point bounds
+        class_bounds = None
+        if self.settings["semantic"]:
+            if CLASS_FIELD not in pts.dtype.names:
+                raise InvalidFrameError(
+                    f"semantic mode needs a {CLASS_FIELD!r} field (see "
+                    "sensor_codec.pointcloud.semantic.with_class_field)")
+            default, table, _ = load_class_bounds(self.settings["semantic_table"] or None)
+            class_bounds = [[int(k), float(v)] for k, v in sorted(table.items())]
+            meta["semantic_bounds"] = class_bounds
+            meta["semantic_default"] = default
+            bound = default
+        meta["bound"] = bound
+        min_bound = min([bound] + [b for _, b in (class_bounds or [])])
+
+        # 3. which points are coded on the grid, which verbatim
+        xyz = np.stack([u["x"], u["y"], u["z"]], axis=1).astype(np.float64)
+        finite = np.isfinite(xyz).all(axis=1)
+        maxabs = np.abs(np.where(finite[:, None], xyz, 0)).max(axis=1) if u.size else np.zeros(0)
+        limit_exp = int(np.floor(np.log2(0.1 * min_bound / eps)))
+        if finite.any():
+            limit_exp = min(limit_exp, int(np.floor(np.log2(max(maxabs[finite].max(), 1.0)))) + 1)
+        meta["coord_limit_exp"] = limit_exp
+        limit = 2.0 ** limit_exp
+        regular = finite & (maxabs < limit)
+
+        # 4. other fields (decoded before geometry: the ring and class fields steer it)
+        plans = []
+        for name in pts.dtype.names:
+            if name in ("x", "y", "z"):
+                continue
+            plans.append(self._encode_field(name, u[name], writer, side, raw_parts))
+        meta["field_plan"] = plans
+
+        # 5. geometry of the regular points
+        q0 = float(predict.grid_step(bound, limit, eps))
+        q = self._point_steps(u, regular, bound, class_bounds, meta, limit, eps)
+        idx = np.flatnonzero(regular)
+        R, A, El, C = predict.quantise(xyz[idx], q, q0)
+        recon = predict.reconstruct(R, A, El, C, q, q0)
+        err = np.sqrt(((np.stack([recon[:, k].astype(dtypes[k]) for k in range(3)], axis=1)
+                        .astype(np.float64) - xyz[idx]) ** 2).sum(axis=1))
+        point_bound = q_to_bound(q, bound, class_bounds, u, idx)
+        bad = err > point_bound
+        if bad.any():  # float corner cases: keep those points exact instead
+            regular[idx[bad]] = False
+            keep = ~bad
+            idx, R, A, El, C, q = idx[keep], R[keep], A[keep], El[keep], C[keep], q[keep]
+        vruns = _runs(~regular)
+        meta["verbatim_runs"] = int(vruns.size)
+        write_int_sequence(writer, side, vruns)
+        verbatim = np.flatnonzero(~regular)
+        for axis in ("x", "y", "z"):
+            raw_parts.append(_byte_shuffle(u[axis][verbatim]))
+
+        ring = ring_field(pts)
+        meta["beam_source"] = ring or ""
+        if ring:
+            beams = u[ring][idx].astype(np.int64)
+        else:
+            _, az, el = spherical(xyz[idx])
+            beams = estimate_beams(az, el)
+            write_int_sequence(writer, side, beams, INT_PERIODS)
+        order = coded_order(beams)
+        scale = scale_index(bound)
+        predict.encode_geometry(writer, side, R[order], A[order], El[order], C[order], q[order],
+                                q0, beams[order], self.model, scale, self.trace)
+        raw = b"".join(raw_parts)
+        meta["raw_bytes"] = len(raw)
+        sections = [side.getvalue(), writer.finish(),
+                    zstandard.ZstdCompressor(level=3).compress(raw) if raw else b""]
+        return meta, sections
+
+    def _point_steps(self, u, regular, bound, class_bounds, meta, limit, eps):
+        sel = u[regular] if u.size else u
+        if class_bounds is None:
+            return np.full(int(regular.sum()), predict.grid_step(bound, limit, eps))
+        per_point = bounds_for_classes(sel[CLASS_FIELD], bound, dict(class_bounds))
+        return predict.grid_step(per_point, limit, eps)
+
+    def _step_for(self, name: str) -> float:
+        low = name.lower()
+        if low in INTENSITY_NAMES:
+            return self.settings["intensity_step"]
+        if low in TIME_NAMES:
+            return self.settings["time_step"]
+        return self.settings["field_step"]
+
+    def _encode_field(self, name, values, writer, side, raw_parts) -> list:
+        dt = values.dtype
+        if not dt.shape and values.size:
+            if np.issubdtype(dt, np.integer):
+                v = values.astype(np.int64)
+                if dt.itemsize < 8 or (np.abs(values.astype(np.float64)) < MAX_INT_FIELD).all():
+                    if (np.abs(v) < MAX_INT_FIELD).all():
+                        write_int_sequence(writer, side, v, INT_PERIODS)
+                        return [name, "int", 0.0, 1]
+            elif np.issubdtype(dt, np.floating):
+                f = values.astype(np.float64)
+                if np.isfinite(f).all():
+                    if (f == np.round(f)).all() and (np.abs(f) < 2 ** 31).all() and not (
+                            np.signbit(f) & (f == 0)).any():
+                        write_int_sequence(writer, side, f.astype(np.int64), INT_PERIODS)
+                        return [name, "int", 0.0, 1]
+                    step = self._step_for(name)
+                    if step > 0 and (np.abs(f) / step < MAX_QUANT).all():
+                        k = np.round(f / step).astype(np.int64)
+                        g = int(np.gcd.reduce(k)) if k.any() else 1
+                        g = max(g, 1)
+                        write_int_sequence(writer, side, k // g, INT_PERIODS)
+                        return [name, "quant", step, g]
+        raw_parts.append(_byte_shuffle(values))
+        return [name, "raw", 0.0, 1]
+
+    # --- decode ---------------------------------------------------------------
+
+    def _decode(self, c: Container) -> PointCloudFrame:
+        if len(c.sections) != 3:
+            raise WireFormatError(f"rangecode payload needs 3 sections, has {len(c.sections)}")
+        records, height, width = empty_cloud_from_meta(c.metadata, c.modality)
+        meta = c.metadata
+        n = records.size
+        dtypes = [records.dtype[a] for a in ("x", "y", "z")]
+        for dt in dtypes:
+            if dt.shape or dt.newbyteorder("<") not in _EPS:
+                raise WireFormatError(f"rangecode payload has x/y/z of type {dt}")
+        eps = max(_EPS[dt.newbyteorder("<")] for dt in dtypes)
+        side = SideReader(c.sections[0])
+        reader = StreamReader(c.sections[1])
+        raw_len = meta_get(meta, "raw_bytes")
+        raw = b""
+        if raw_len:
+            try:
+                raw = zstandard.ZstdDecompressor().decompress(c.sections[2], max_output_size=raw_len)
+            except zstandard.ZstdError as exc:
+                raise WireFormatError(f"raw section is corrupt: {exc}") from None
+            if len(raw) != raw_len:
+                raise WireFormatError(f"raw section has {len(raw)} bytes, metadata says {raw_len}")
+        raw_pos = 0
+
+        def take_raw(dtype, count):
+            nonlocal raw_pos
+            size = dtype.itemsize * count
+            if raw_pos + size > len(raw):
+                raise WireFormatError("raw section ends early")
+            out = _byte_unshuffle(raw[raw_pos:raw_pos + size], dtype, count)
+            raw_pos += size
+            return out
+
+        dup_runs = read_int_sequence(reader, side, meta_get(meta, "dup_runs"))
+        dup = _mask_from_runs(dup_runs, n)
+        lags = read_int_sequence(reader, side, int(dup.sum()))
+        uniq = np.flatnonzero(~dup)
+        m = uniq.size
+        u = np.zeros(m, records.dtype)
+
+        bound = float(meta_get(meta, "bound", (int, float)))
+        class_bounds = meta.get("semantic_bounds")
+        limit_exp = meta_get(meta, "coord_limit_exp")
+        limit = 2.0 ** limit_exp
+
+        plans = meta_get(meta, "field_plan", list)
+        for plan in plans:
+            if not (isinstance(plan, list) and len(plan) == 4 and plan[0] in records.dtype.names):
+                raise WireFormatError(f"bad field plan {plan!r}")
+            name, kind, step, g = plan
+            dt = records.dtype[name]
+            if kind == "int":
+                u[name] = read_int_sequence(reader, side, m).astype(dt)
+            elif kind == "quant":
+                k = read_int_sequence(reader, side, m)
+                u[name] = (k * int(g) * float(step)).astype(dt)
+            elif kind == "raw":
+                u[name] = take_raw(dt.base if dt.shape else dt, m * max(1, int(np.prod(dt.shape)))
+                                   ).reshape((m,) + dt.shape)
+            else:
+                raise WireFormatError(f"unknown field coding {kind!r} for {name!r}")
+
+        vruns = read_int_sequence(reader, side, meta_get(meta, "verbatim_runs"))
+        verbatim_mask = _mask_from_runs(vruns, m)
+        verbatim = np.flatnonzero(verbatim_mask)
+        idx = np.flatnonzero(~verbatim_mask)
+        for axis in ("x", "y", "z"):
+            dt = records.dtype[axis]
+            u[axis][verbatim] = take_raw(dt, verbatim.size)
+
+        if class_bounds is not None:
+            if CLASS_FIELD not in records.dtype.names:
+                raise WireFormatError("semantic payload without a class field")
+            bound = float(meta_get(meta, "semantic_default", (int, float)))
+            per_point = bounds_for_classes(u[CLASS_FIELD][idx], bound,
+                                           {int(k): float(v) for k, v in class_bounds})
+            q = predict.grid_step(per_point, limit, eps)
+        else:
+            q = np.full(idx.size, predict.grid_step(bound, limit, eps))
+        q0 = float(predict.grid_step(bound, limit, eps))
+
+        source = meta.get("beam_source", "")
+        if source:
+            if source not in records.dtype.names:
+                raise WireFormatError(f"beam source field {source!r} is not in the layout")
+            beams = u[source][idx].astype(np.int64)
+        else:
+            beams = read_int_sequence(reader, side, idx.size)
+        order = coded_order(beams)
+        R, A, El, C = predict.decode_geometry(reader, side, q[order], q0, beams[order],
+                                              self.model, scale_index(bound))
+        recon = np.empty((idx.size, 3))
+        recon[order] = predict.reconstruct(R, A, El, C, q[order], q0)
+        for k, axis in enumerate(("x", "y", "z")):
+            u[axis][idx] = recon[:, k]
+
+        records[uniq] = u
+        if dup.any():
+            src = np.flatnonzero(dup) - lags
+            if (lags < 1).any() or (src < 0).any():
+                raise WireFormatError("duplicate record refers outside the cloud")
+            # Sources are earlier records; a source may itself be a copy, so
+            # resolve in order (chains are short: copies point to a first record).
+            for _ in range(64):
+                records[np.flatnonzero(dup)] = records[src]
+                if not dup[src].any():
+                    break
+        return PointCloudFrame(records, c.modality, height, width, c.stamp_ns, c.frame_id)
+
+
+def q_to_bound(q, bound, class_bounds, u, idx) -> np.ndarray:
+    """Per-point Euclidean bound the encoder verifies against."""
+    if class_bounds is None:
+        return np.full(idx.size, bound)
+    return bounds_for_classes(u[CLASS_FIELD][idx], bound, dict(class_bounds))

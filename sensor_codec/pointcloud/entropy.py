@@ -1,0 +1,333 @@
+"""Integer streams to bytes with ``constriction``'s range coder.
+
+Every integer is mapped to a small-alphabet *symbol* plus raw *extra bits*,
+so one categorical model per context can code values of any size:
+
+* ``u = zigzag(v)``; ``u < DIRECT`` is its own symbol with no extra bits;
+* a larger ``u`` with bit length ``nb`` becomes symbol ``DIRECT + nb - DIRECT_BITS - 1``
+  followed by its ``nb - 1`` low bits, coded uniformly (those bits are noise).
+
+Symbols are coded in groups that share one categorical model (one group
+per context), which keeps the per-symbol cost inside constriction's Rust
+loop: grouping needs the decoder to know every symbol's context before it
+decodes the group, which is how the callers order their streams.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import constriction
+
+Categorical = constriction.stream.model.Categorical
+Uniform = constriction.stream.model.Uniform
+RangeEncoder = constriction.stream.queue.RangeEncoder
+RangeDecoder = constriction.stream.queue.RangeDecoder
+
+from ..errors import CodecError, WireFormatError
+
+DIRECT = 32                 # symbols 0..31 are zigzag values themselves
+DIRECT_BITS = 5             # bit length of DIRECT - 1
+MAX_VALUE_BITS = 48         # |v| < 2**46 after zigzag fits in 48 bits
+ALPHABET = DIRECT + MAX_VALUE_BITS - DIRECT_BITS  # 75 symbols
+EXTRA_CHUNK = 16            # extra bits are coded 16 at a time (Uniform needs < 2**24)
+
+
+def zigzag(v: np.ndarray) -> np.ndarray:
+    v = v.astype(np.int64, copy=False)
+    return ((v << 1) ^ (v >> 63)).astype(np.uint64)
+
+
+def unzigzag(u: np.ndarray) -> np.ndarray:
+    u = u.astype(np.uint64, copy=False)
+    return ((u >> np.uint64(1)).astype(np.int64) ^ -(u & np.uint64(1)).astype(np.int64))
+
+
+def bit_length(u: np.ndarray) -> np.ndarray:
+    """Bit length of non-negative uint64 values (0 for 0), exact for < 2**53."""
+    out = np.zeros(u.shape, np.int64)
+    nz = u > 0
+    # frexp is exact: u < 2**53 is an exact float64, mantissa in [0.5, 1).
+    out[nz] = np.frexp(u[nz].astype(np.float64))[1]
+    return out
+
+
+def to_symbols(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(symbols int32, number of extra bits, extra bits as uint64)."""
+    u = zigzag(values)
+    if u.size and int(u.max()) >= 1 << MAX_VALUE_BITS:
+        raise CodecError(f"value {int(np.abs(values).max())} is too large for the entropy coder "
+                         f"(limit 2**{MAX_VALUE_BITS - 2})")
+    nb = bit_length(u)
+    big = u >= DIRECT
+    sym = np.where(big, DIRECT + nb - DIRECT_BITS - 1, u.astype(np.int64)).astype(np.int32)
+    nextra = np.where(big, nb - 1, 0)
+    extra = np.where(big, u - (np.uint64(1) << np.maximum(nextra, 0).astype(np.uint64)),
+                     np.uint64(0))
+    return sym, nextra, extra
+
+
+def symbol_extra_bits(sym: np.ndarray) -> np.ndarray:
+    return np.where(sym >= DIRECT, sym.astype(np.int64) - DIRECT + DIRECT_BITS, 0)
+
+
+def from_symbols(sym: np.ndarray, extra: np.ndarray) -> np.ndarray:
+    sym = sym.astype(np.int64)
+    nextra = symbol_extra_bits(sym)
+    u = np.where(sym >= DIRECT, (np.uint64(1) << nextra.astype(np.uint64)) + extra,
+                 sym.astype(np.uint64))
+    return unzigzag(u)
+
+
+def symbol_cost_bits(sym: np.ndarray, probs: np.ndarray) -> float:
+    """Ideal cost in bits of coding ``sym`` with the categorical ``probs``."""
+    p = probs / probs.sum()
+    return float(-np.log2(np.maximum(p[sym], 2.0 ** -24)).sum())
+
+
+class ModelCache:
+    """Categorical models built once per probability row (building is cheap,
+    but a frame uses the same few hundred rows over and over)."""
+
+    def __init__(self) -> None:
+        self._models: dict[int, Categorical] = {}
+        self._keep: dict[int, np.ndarray] = {}
+
+    def get(self, probs: np.ndarray) -> Categorical:
+        key = id(probs)
+        m = self._models.get(key)
+        if m is None or self._keep[key] is not probs:
+            m = Categorical(np.ascontiguousarray(probs, dtype=np.float64), perfect=False)
+            self._models[key] = m
+            self._keep[key] = probs
+        return m
+
+
+class StreamWriter:
+    """Appends grouped symbols and their extra bits to one range coder."""
+
+    def __init__(self) -> None:
+        self.enc = RangeEncoder()
+        self.cache = ModelCache()
+
+    def write(self, values: np.ndarray, contexts: np.ndarray | None, table: np.ndarray) -> None:
+        """Code ``values`` with ``table[context]``: symbols grouped by context
+        (stable), then the extra bits. The reader must pass the same contexts."""
+        if values.size == 0:
+            return
+        sym, nextra, extra = to_symbols(values)
+        if contexts is None or table.shape[0] == 1:
+            self.enc.encode(sym, self.cache.get(table[0]))
+            order = None
+        else:
+            order = np.argsort(contexts, kind="stable")
+            sorted_ctx = contexts[order]
+            cuts = np.flatnonzero(np.diff(sorted_ctx)) + 1
+            starts = np.r_[0, cuts]
+            ends = np.r_[cuts, len(order)]
+            s_sorted = sym[order]
+            for a, b in zip(starts, ends):
+                self.enc.encode(s_sorted[a:b], self.cache.get(table[sorted_ctx[a]]))
+        self._write_extra(nextra, extra)
+
+    def _write_extra(self, nextra: np.ndarray, extra: np.ndarray) -> None:
+        has = nextra > 0
+        if not has.any():
+            return
+        nextra, extra = nextra[has], extra[has]
+        # Chunks of 16 bits from the low end; every value's chunk k is coded
+        # together with the others' chunk k, all with a vectorised Uniform.
+        for k in range(0, int(nextra.max()), EXTRA_CHUNK):
+            live = nextra > k
+            width = np.minimum(nextra[live] - k, EXTRA_CHUNK)
+            chunk = ((extra[live] >> np.uint64(k)) & np.uint64((1 << EXTRA_CHUNK) - 1))
+            chunk = (chunk & ((np.uint64(1) << width.astype(np.uint64)) - np.uint64(1)))
+            _encode_uniform(self.enc, chunk.astype(np.int32), width)
+
+    def finish(self) -> bytes:
+        return self.enc.get_compressed().astype("<u4").tobytes()
+
+
+def _encode_uniform(enc, chunk: np.ndarray, width: np.ndarray) -> None:
+    # constriction's Uniform needs size >= 2, which every width >= 1 gives.
+    sizes = (np.int64(1) << width).astype(np.int32)
+    enc.encode(chunk, Uniform(), sizes)
+
+
+class StreamReader:
+    """Mirror of ``StreamWriter``: same calls, same order, same contexts."""
+
+    def __init__(self, data: bytes) -> None:
+        if len(data) % 4:
+            raise WireFormatError(f"range-coded section has {len(data)} bytes, not a multiple of 4")
+        self.dec = RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+        self.cache = ModelCache()
+
+    def read(self, count: int, contexts: np.ndarray | None, table: np.ndarray) -> np.ndarray:
+        if count == 0:
+            return np.zeros(0, np.int64)
+        if contexts is None or table.shape[0] == 1:
+            sym = np.asarray(self.dec.decode(self.cache.get(table[0]), count), dtype=np.int32)
+        else:
+            order = np.argsort(contexts, kind="stable")
+            sorted_ctx = contexts[order]
+            cuts = np.flatnonzero(np.diff(sorted_ctx)) + 1
+            starts = np.r_[0, cuts]
+            ends = np.r_[cuts, len(order)]
+            s_sorted = np.empty(count, np.int32)
+            for a, b in zip(starts, ends):
+                s_sorted[a:b] = self.dec.decode(self.cache.get(table[sorted_ctx[a]]), int(b - a))
+            sym = np.empty(count, np.int32)
+            sym[order] = s_sorted
+        if int(sym.max()) >= ALPHABET:
+            raise WireFormatError(f"decoded symbol {int(sym.max())} is outside the alphabet")
+        nextra = symbol_extra_bits(sym)
+        extra = np.zeros(count, np.uint64)
+        has = np.flatnonzero(nextra > 0)
+        if has.size:
+            ne = nextra[has]
+            acc = np.zeros(has.size, np.uint64)
+            for k in range(0, int(ne.max()), EXTRA_CHUNK):
+                live = ne > k
+                width = np.minimum(ne[live] - k, EXTRA_CHUNK)
+                sizes = (np.int64(1) << width).astype(np.int32)
+                chunk = np.asarray(self.dec.decode(Uniform(), sizes), dtype=np.uint64)
+                acc[live] |= chunk << np.uint64(k)
+            extra[has] = acc
+        return from_symbols(sym, extra)
+
+
+# --- frame-adaptive histograms (side information) --------------------------------
+
+def histogram_table(values: np.ndarray) -> np.ndarray:
+    """One-row probability table fitted to ``values`` (the adaptive model)."""
+    sym = to_symbols(values)[0]
+    counts = np.bincount(sym, minlength=ALPHABET).astype(np.float64)
+    return quantise_histogram(counts)[None, :]
+
+
+def quantise_histogram(counts: np.ndarray) -> np.ndarray:
+    """Counts scaled to 1..65535 for the nonzero symbols (what the side info stores)."""
+    out = np.zeros(ALPHABET, np.float64)
+    nz = counts > 0
+    if nz.any():
+        out[nz] = np.maximum(np.round(counts[nz] * (65535.0 / counts.max())), 1)
+    else:
+        out[0] = 1
+    return out
+
+
+def pack_histogram(row: np.ndarray) -> bytes:
+    """Sparse form: count of nonzero symbols, their ids (u8) and weights (u16)."""
+    nz = np.flatnonzero(row > 0)
+    return (np.uint8(len(nz)).tobytes() + nz.astype(np.uint8).tobytes()
+            + row[nz].astype("<u2").tobytes())
+
+
+def unpack_histogram(data: bytes, pos: int) -> tuple[np.ndarray, int]:
+    if pos >= len(data):
+        raise WireFormatError("side information ends before a histogram")
+    k = data[pos]
+    end = pos + 1 + 3 * k
+    if end > len(data) or k == 0:
+        raise WireFormatError(f"bad histogram of {k} symbols at offset {pos}")
+    ids = np.frombuffer(data, np.uint8, k, pos + 1).astype(np.int64)
+    weights = np.frombuffer(data, "<u2", k, pos + 1 + k).astype(np.float64)
+    if ids.max() >= ALPHABET or (weights == 0).any():
+        raise WireFormatError("histogram names a symbol outside the alphabet")
+    row = np.zeros(ALPHABET, np.float64)
+    row[ids] = weights
+    return row[None, :], end
+
+
+def estimate_bits(values: np.ndarray) -> float:
+    """Cost of ``values`` under their own histogram (symbols + extra bits)."""
+    if values.size == 0:
+        return 0.0
+    sym, nextra, _ = to_symbols(values)
+    counts = np.bincount(sym, minlength=ALPHABET)
+    nz = counts[counts > 0]
+    return float(-(nz * np.log2(nz / values.size)).sum() + nextra.sum())
+
+
+# --- side information and self-tuning integer sequences ---------------------------
+
+class SideWriter:
+    """Little-endian side information (choices, histograms) for one frame."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def u16(self, v: int) -> None:
+        self.parts.append(int(v).to_bytes(2, "little"))
+
+    def histogram(self, row: np.ndarray) -> None:
+        self.parts.append(pack_histogram(row))
+
+    def getvalue(self) -> bytes:
+        return b"".join(self.parts)
+
+
+class SideReader:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def u16(self) -> int:
+        if self.pos + 2 > len(self.data):
+            raise WireFormatError("side information is truncated")
+        v = int.from_bytes(self.data[self.pos:self.pos + 2], "little")
+        self.pos += 2
+        return v
+
+    def histogram(self) -> np.ndarray:
+        row, self.pos = unpack_histogram(self.data, self.pos)
+        return row
+
+
+def period_residual(values: np.ndarray, period: int) -> np.ndarray:
+    """values[i] - values[i - period] (values before the start count as 0)."""
+    if period == 0:
+        return values
+    out = values.copy()
+    out[period:] -= values[:-period]
+    return out
+
+
+def undo_period_residual(res: np.ndarray, period: int) -> np.ndarray:
+    if period == 0 or res.size == 0:
+        return res
+    n = res.size
+    rows = -(-n // period)
+    padded = np.zeros(rows * period, np.int64)
+    padded[:n] = res
+    return np.cumsum(padded.reshape(rows, period), axis=0).reshape(-1)[:n]
+
+
+def write_int_sequence(writer: StreamWriter, side: SideWriter, values: np.ndarray,
+                       periods: tuple[int, ...] = (1,)) -> None:
+    """Code an integer sequence losslessly with the cheapest of: raw values or
+    the difference to the value ``period`` places earlier; frame-adaptive
+    histogram in the side information."""
+    values = values.astype(np.int64, copy=False)
+    best_p, best_cost, best_res = 0, estimate_bits(values), values
+    for p in periods:
+        if 0 < p < values.size:
+            res = period_residual(values, p)
+            cost = estimate_bits(res)
+            if cost < best_cost:
+                best_p, best_cost, best_res = p, cost, res
+    side.u16(best_p)
+    if values.size == 0:
+        return
+    table = histogram_table(best_res)
+    side.histogram(table[0])
+    writer.write(best_res, None, table)
+
+
+def read_int_sequence(reader: StreamReader, side: SideReader, count: int) -> np.ndarray:
+    period = side.u16()
+    if count == 0:
+        return np.zeros(0, np.int64)
+    table = side.histogram()
+    res = reader.read(count, None, table)
+    return undo_period_residual(res, period)

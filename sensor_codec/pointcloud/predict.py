@@ -1,0 +1,230 @@
+"""Bounded-error geometry: quantisation grids, predictive residuals, contexts.
+
+Every point is coded as integers in two layers:
+
+1. *spherical layer*: range ``R = round(r / q0)``, azimuth ``A`` and
+   elevation ``El`` on an angular grid of step ``q0 / REF_RANGE`` (fine
+   enough that most corrections below are zero at typical ranges);
+2. *Cartesian correction* ``C = round((p - p1) / q)`` on the point's own
+   grid, where ``p1`` is the spherical layer's reconstruction and
+   ``q = 2 E / sqrt(3)``.
+
+The decoded point ``p1 + q C`` is within ``q/2`` of the original on each
+axis, so within ``E`` in Euclidean distance, whatever the spherical layer
+did; a safety margin covers float rounding (see ``grid_step``). Because a
+point's reconstruction depends only on its own integers, prediction is
+lossless integer arithmetic (open loop) and vectorises: residuals along a
+beam are undone with a cumulative sum.
+
+Residual streams (coded order = by beam, original order within a beam):
+``azimuth`` dA along the beam; ``range`` dR along the beam, whose context
+comes from the point at the nearest azimuth on the previous beam (so the
+decoder goes beam by beam); ``elevation`` dEl along the beam; ``corr_x/y/z``
+with a context from the expected size of the spherical layer's error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import WireFormatError
+from .context_model import ContextModel
+from .entropy import (ALPHABET, SideReader, SideWriter, StreamReader, StreamWriter,
+                      histogram_table, to_symbols)
+from .rangeimage import nearest_in_previous_beam, segment_starts, spherical
+
+REF_RANGE = 16.0  # metres: the angular step is q0 / REF_RANGE
+CTX_FIRST = 64
+CTX_NO_UP = 65
+STREAMS = {"azimuth": 2, "range": 66, "elevation": 65,
+           "corr_x": 12, "corr_y": 12, "corr_z": 12}
+MODE_LEARNED, MODE_ADAPTIVE = 0, 1
+
+
+def grid_step(bound: np.ndarray | float, coord_limit: float, out_eps: float) -> np.ndarray:
+    """Cartesian grid step for Euclidean bound ``bound``, leaving room for
+    float64 arithmetic and for rounding the output to a float type whose
+    relative precision is ``out_eps`` on coordinates below ``coord_limit``."""
+    per_axis_rounding = coord_limit * out_eps / 2 + 1e-9
+    return 2.0 * (np.asarray(bound, np.float64) / np.sqrt(3.0) - per_axis_rounding)
+
+
+def bit_len(v: np.ndarray) -> np.ndarray:
+    """Bit length of |v| for int arrays (|v| < 2**53)."""
+    return np.frexp(np.abs(v).astype(np.float64))[1]
+
+
+def quantise(xyz: np.ndarray, q: np.ndarray, q0: float):
+    """Integers (R, A, El, C) for N x 3 float64 points and per-point steps q."""
+    r, az, el = spherical(xyz)
+    angle_step = q0 / REF_RANGE
+    R = np.round(r / q0).astype(np.int64)
+    A = np.round(az / angle_step).astype(np.int64)
+    El = np.round(el / angle_step).astype(np.int64)
+    p1 = spherical_points(R, A, El, q0)
+    C = np.round((xyz - p1) / q[:, None]).astype(np.int64)
+    return R, A, El, C
+
+
+def spherical_points(R: np.ndarray, A: np.ndarray, El: np.ndarray, q0: float) -> np.ndarray:
+    angle_step = q0 / REF_RANGE
+    r = R * q0
+    a = A * angle_step
+    e = El * angle_step
+    horiz = r * np.cos(e)
+    return np.stack([horiz * np.cos(a), horiz * np.sin(a), r * np.sin(e)], axis=1)
+
+
+def reconstruct(R, A, El, C, q: np.ndarray, q0: float) -> np.ndarray:
+    return spherical_points(R, A, El, q0) + C * q[:, None]
+
+
+def along_beam_residual(v: np.ndarray, first: np.ndarray) -> np.ndarray:
+    d = np.empty_like(v)
+    d[0:1] = v[0:1]
+    d[1:] = v[1:] - v[:-1]
+    d[first] = v[first]
+    return d
+
+
+def undo_along_beam(d: np.ndarray, first: np.ndarray) -> np.ndarray:
+    if d.size == 0:
+        return d
+    cs = np.cumsum(d)
+    seg = np.cumsum(first) - 1
+    base = (cs - d)[first]
+    return cs - base[seg]
+
+
+def range_contexts(idx: np.ndarray, R: np.ndarray, dR: np.ndarray, up: np.ndarray,
+                   first: np.ndarray) -> np.ndarray:
+    """Context of dR at points ``idx`` from the previous beam (already decoded)."""
+    u = up[idx]
+    ctx = np.full(idx.size, CTX_NO_UP, np.int64)
+    has = u >= 0
+    if has.any():
+        i = idx[has]
+        uh = u[has]
+        c1 = np.minimum(bit_len(dR[uh]), 7)
+        prev_up = np.where(first[i], -1, up[np.maximum(i - 1, 0)])
+        ok = prev_up >= 0
+        c2 = np.zeros(i.size, np.int64)
+        c2[ok] = np.minimum(bit_len(R[uh[ok]] - R[prev_up[ok]]), 7)
+        ctx[has] = c1 * 8 + c2
+    ctx[first[idx]] = CTX_FIRST
+    return ctx
+
+
+def elevation_contexts(R, dR, first) -> np.ndarray:
+    ctx = np.minimum(bit_len(dR), 7) * 8 + np.minimum(bit_len(R >> 6), 7)
+    ctx[first] = CTX_FIRST
+    return ctx
+
+
+def correction_contexts(R, q: np.ndarray, q0: float) -> np.ndarray:
+    # Expected spherical-layer error in units of the point's grid step.
+    s = R * (q0 * q0 / REF_RANGE) / q
+    ctx = np.zeros(R.size, np.int64)
+    pos = s > 0
+    ctx[pos] = np.clip(np.floor(np.log2(s[pos])).astype(np.int64) + 6, 0, 11)
+    return ctx
+
+
+def geometry_streams(R, A, El, C, q, q0, sorted_beams):
+    """Encoder side: every stream's residuals and contexts (coded order).
+    Also what training counts."""
+    first = segment_starts(sorted_beams)
+    up = nearest_in_previous_beam(sorted_beams, A)
+    dA = along_beam_residual(A, first)
+    dR = along_beam_residual(R, first)
+    dEl = along_beam_residual(El, first)
+    all_idx = np.arange(R.size)
+    cc = correction_contexts(R, q, q0)
+    return {
+        "azimuth": (dA, first.astype(np.int64)),
+        "range": (dR, range_contexts(all_idx, R, dR, up, first)),
+        "elevation": (dEl, elevation_contexts(R, dR, first)),
+        "corr_x": (C[:, 0], cc), "corr_y": (C[:, 1], cc), "corr_z": (C[:, 2], cc),
+    }, first
+
+
+def _choose_table(values, ctx, learned: np.ndarray) -> tuple[int, np.ndarray]:
+    """Learned context table, or this frame's own histogram if cheaper."""
+    sym = to_symbols(values)[0]
+    p = learned / learned.sum(axis=1, keepdims=True)
+    learned_bits = float(-np.log2(np.maximum(p[ctx, sym], 2.0 ** -24)).sum())
+    counts = np.bincount(sym, minlength=ALPHABET)
+    nz = counts[counts > 0]
+    adaptive_bits = float(-(nz * np.log2(nz / sym.size)).sum()) + 8 * (1 + 3 * nz.size)
+    if learned_bits <= adaptive_bits:
+        return MODE_LEARNED, learned
+    return MODE_ADAPTIVE, histogram_table(values)
+
+
+def encode_geometry(writer: StreamWriter, side: SideWriter, R, A, El, C, q, q0,
+                    sorted_beams, model: ContextModel, scale: int, trace: list | None = None) -> None:
+    """Write the geometry streams; ``trace`` (training) receives (scale, streams)."""
+    if R.size == 0:
+        return
+    streams, first = geometry_streams(R, A, El, C, q, q0, sorted_beams)
+    if trace is not None:
+        trace.append((scale, streams))
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], R.size]
+    for name in STREAMS:
+        values, ctx = streams[name]
+        mode, table = _choose_table(values, ctx, model.table(name, scale))
+        side.u16(mode)
+        if mode == MODE_ADAPTIVE:
+            side.histogram(table[0])
+            ctx = None
+        if name == "range":
+            for a, b in zip(starts, ends):
+                writer.write(values[a:b], None if ctx is None else ctx[a:b], table)
+        else:
+            writer.write(values, ctx, table)
+
+
+def decode_geometry(reader: StreamReader, side: SideReader, q, q0, sorted_beams,
+                    model: ContextModel, scale: int):
+    m = sorted_beams.size
+    if m == 0:
+        z = np.zeros(0, np.int64)
+        return z, z, z, np.zeros((0, 3), np.int64)
+    first = segment_starts(sorted_beams)
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], m]
+
+    def table_for(name):
+        mode = side.u16()
+        if mode == MODE_LEARNED:
+            return model.table(name, scale), True
+        if mode == MODE_ADAPTIVE:
+            return side.histogram(), False
+        raise WireFormatError(f"unknown table mode {mode} for stream {name!r}")
+
+    table, use_ctx = table_for("azimuth")
+    dA = reader.read(m, first.astype(np.int64) if use_ctx else None, table)
+    A = undo_along_beam(dA, first)
+    up = nearest_in_previous_beam(sorted_beams, A)
+
+    table, use_ctx = table_for("range")
+    dR = np.zeros(m, np.int64)
+    R = np.zeros(m, np.int64)
+    for a, b in zip(starts, ends):
+        idx = np.arange(a, b)
+        ctx = range_contexts(idx, R, dR, up, first) if use_ctx else None
+        d = reader.read(b - a, ctx, table)
+        dR[a:b] = d
+        R[a:b] = d[0] + np.r_[0, np.cumsum(d[1:])]
+
+    table, use_ctx = table_for("elevation")
+    dEl = reader.read(m, elevation_contexts(R, dR, first) if use_ctx else None, table)
+    El = undo_along_beam(dEl, first)
+
+    cc = correction_contexts(R, q, q0)
+    C = np.empty((m, 3), np.int64)
+    for axis, name in enumerate(("corr_x", "corr_y", "corr_z")):
+        table, use_ctx = table_for(name)
+        C[:, axis] = reader.read(m, cc if use_ctx else None, table)
+    return R, A, El, C

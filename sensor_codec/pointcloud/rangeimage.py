@@ -1,0 +1,137 @@
+"""Spherical view of a spinning lidar's scan: beams, azimuth and elevation.
+
+The codec groups points by *beam* (one laser of the sensor) and keeps each
+beam's points in their original relative order, so the scan's structure
+(neighbouring points on a beam sit at neighbouring azimuths) drives
+prediction and the original order is restored from the beam labels alone:
+coded order = a stable sort of the original order by beam label.
+
+Beam labels come from a ``ring``-like field when the cloud has one;
+otherwise they are estimated, and only need to be a good grouping, not
+the sensor's true laser ids (the labels are coded, not re-derived).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Field names that hold a laser/beam index, in order of preference.
+RING_FIELD_NAMES = ("ring", "laser_id", "beam", "channel")
+MAX_BEAMS = 4096
+
+
+def spherical(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(range, azimuth, elevation) of N x 3 float64 points."""
+    x, y, z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    horiz = np.hypot(x, y)
+    return np.sqrt(horiz * horiz + z * z), np.arctan2(y, x), np.arctan2(z, horiz)
+
+
+def ring_field(points: np.ndarray) -> str | None:
+    """Name of the field that can serve as beam label (integer-valued, small)."""
+    for name in RING_FIELD_NAMES:
+        if name in points.dtype.names and not points.dtype[name].shape:
+            v = points[name]
+            if v.size == 0:
+                return name
+            if np.issubdtype(v.dtype, np.floating):
+                if not np.isfinite(v).all() or not (v == np.round(v)).all():
+                    continue
+            if v.min() >= 0 and v.max() < MAX_BEAMS:
+                return name
+    return None
+
+
+def estimate_beams(azimuth: np.ndarray, elevation: np.ndarray) -> np.ndarray:
+    """Beam labels (0 = highest elevation) for a cloud without a ring field.
+
+    A ring-major scan (KITTI: one full turn per laser, one after another)
+    shows as a few dozen azimuth wrap-arounds: each stretch between wraps is
+    a beam. Otherwise elevations are clustered: lasers sit at distinct
+    elevation angles, so sparsely populated elevation bins separate beams.
+    """
+    n = azimuth.size
+    if n == 0:
+        return np.zeros(0, np.int64)
+    wraps = np.flatnonzero(np.diff(azimuth) < -np.pi)
+    segments = wraps.size + 1
+    if 2 <= segments <= MAX_BEAMS and n >= 16 * segments:
+        labels = np.zeros(n, np.int64)
+        labels[wraps + 1] = 1
+        labels = np.cumsum(labels)
+        return _rank_by_elevation(labels, elevation, segments)
+    return _cluster_elevations(elevation)
+
+
+def _rank_by_elevation(labels: np.ndarray, elevation: np.ndarray, count: int) -> np.ndarray:
+    mean_el = np.bincount(labels, weights=elevation, minlength=count) / np.maximum(
+        np.bincount(labels, minlength=count), 1)
+    rank = np.empty(count, np.int64)
+    rank[np.argsort(-mean_el, kind="stable")] = np.arange(count)
+    return rank[labels]
+
+
+def _cluster_elevations(elevation: np.ndarray) -> np.ndarray:
+    lo, hi = float(elevation.min()), float(elevation.max())
+    bin_width = np.radians(0.04)
+    nbins = int(min(max((hi - lo) / bin_width, 1), 65536)) + 1
+    idx = np.minimum(((elevation - lo) / bin_width).astype(np.int64), nbins - 1)
+    counts = np.bincount(idx, minlength=nbins)
+    occupied = counts[counts > 0]
+    # A bin far emptier than a typical one is a gap between lasers.
+    full = counts > max(0.05 * float(np.median(occupied)), 0.5)
+    starts = full & ~np.r_[False, full[:-1]]
+    cluster_of_bin = np.cumsum(starts) - 1
+    clusters = int(starts.sum())
+    if clusters < 1 or clusters > MAX_BEAMS:
+        # No beam structure (e.g. random points): fixed elevation bands.
+        bands = np.minimum(((elevation - lo) / max(hi - lo, 1e-12) * 64).astype(np.int64), 63)
+        return 63 - bands
+    # Points in gap bins join the cluster below them (or the first one).
+    label = np.maximum(cluster_of_bin[idx], 0)
+    return clusters - 1 - label
+
+
+def coded_order(beams: np.ndarray) -> np.ndarray:
+    """Permutation original -> coded (stable sort by beam label)."""
+    return np.argsort(beams, kind="stable")
+
+
+def segment_starts(sorted_beams: np.ndarray) -> np.ndarray:
+    """Boolean mask: first point of each beam in coded order."""
+    first = np.ones(sorted_beams.size, bool)
+    first[1:] = sorted_beams[1:] != sorted_beams[:-1]
+    return first
+
+
+def nearest_in_previous_beam(sorted_beams: np.ndarray, azimuth_index: np.ndarray) -> np.ndarray:
+    """For each point (coded order), the index of the point in the previous
+    beam (next lower label present) whose azimuth index is nearest; -1 on
+    the first beam."""
+    m = sorted_beams.size
+    up = np.full(m, -1, np.int64)
+    if m == 0:
+        return up
+    first = segment_starts(sorted_beams)
+    beam_rank = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], m]
+    a = azimuth_index.astype(np.int64)
+    span = int(a.max() - a.min()) + 1
+    key = beam_rank * span + (a - a.min())
+    by_key = np.argsort(key, kind="stable")
+    sorted_key = key[by_key]
+    has_prev = beam_rank > 0
+    if not has_prev.any():
+        return up
+    target = key[has_prev] - span
+    prev_rank = beam_rank[has_prev] - 1
+    lo = starts[prev_rank]
+    hi = ends[prev_rank] - 1
+    j = np.searchsorted(sorted_key, target)
+    j_hi = np.clip(j, lo, hi)
+    j_lo = np.clip(j - 1, lo, hi)
+    pick = np.where(np.abs(sorted_key[j_lo] - target) <= np.abs(sorted_key[j_hi] - target),
+                    j_lo, j_hi)
+    up[has_prev] = by_key[pick]
+    return up
