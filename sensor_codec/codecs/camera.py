@@ -31,6 +31,7 @@ from ..errors import CodecError, InvalidFrameError, WireFormatError
 from ..frames import IMAGE_ENCODINGS, CameraFrame, Modality
 from ..wire import Container, check_image_shape, meta_get
 from .base import Codec, Param, camera_meta, register_codec
+from .streams import zstd_decompress_exact
 
 _ALPHA_ENCODINGS = ("rgba8", "bgra8")
 _BGR_ENCODINGS = ("bgr8", "bgra8")
@@ -86,6 +87,9 @@ class ImageCodec(Codec):
             raise WireFormatError(f"unknown image encoding {encoding!r} in {self.name} payload")
         channels, dtype = IMAGE_ENCODINGS[encoding]
         check_image_shape(height, width, channels)
+        if encoding == "mono16" and not self.has_16bit:
+            raise WireFormatError(f"{self.name} payload claims a mono16 image; this codec "
+                                  "never writes one (it has no 16-bit mode)")
         expected_sections = 2 if encoding in _ALPHA_ENCODINGS else 1
         if len(c.sections) != expected_sections:
             raise WireFormatError(f"{self.name} payload of a {encoding} image needs "
@@ -119,13 +123,7 @@ def _grey_from_rgb(rgb: np.ndarray) -> np.ndarray:
 
 
 def _decompress_alpha(data: bytes, expected: int) -> np.ndarray:
-    try:
-        raw = zstandard.ZstdDecompressor().decompress(data, max_output_size=expected)
-    except zstandard.ZstdError as exc:
-        raise WireFormatError(f"alpha section is corrupt: {exc}") from None
-    if len(raw) != expected:
-        raise WireFormatError(f"alpha section holds {len(raw)} bytes, the image needs {expected}")
-    return np.frombuffer(raw, dtype=np.uint8)
+    return np.frombuffer(zstd_decompress_exact(data, expected, "alpha section"), dtype=np.uint8)
 
 
 _QUALITY_HELP = "0 (smallest) .. 100 (best quality)"

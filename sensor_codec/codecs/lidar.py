@@ -38,6 +38,7 @@ from ..wire import Container, meta_get
 from .base import Codec, Param, empty_cloud_from_meta, point_layout_meta, register_codec
 from .pointquant import (XYZ, ZSTD_LEVEL_PARAM, decode_cloud, decode_fields, encode_cloud,
                          encode_fields)
+from .streams import zstd_decompress_exact
 
 # Keeps sqrt(3) * (per-axis bound) at or under max_error despite float64 rounding.
 _BOUND_MARGIN = 1.0 - 1e-9
@@ -112,13 +113,7 @@ class DracoCodec(Codec):
                                   f"or {len(c.sections)} sections for {n} points")
         mask_bytes = (n + 7) // 8
         expected = mask_bytes + nonfinite_count * 12
-        try:
-            raw = zstandard.ZstdDecompressor().decompress(c.sections[1], max_output_size=expected)
-        except zstandard.ZstdError as exc:
-            raise WireFormatError(f"draco payload's non-finite section is corrupt: {exc}") from None
-        if len(raw) != expected:
-            raise WireFormatError(f"draco non-finite section holds {len(raw)} bytes, "
-                                  f"needs {expected}")
+        raw = zstd_decompress_exact(c.sections[1], expected, "draco non-finite section")
         bits = np.frombuffer(raw, dtype=np.uint8, count=mask_bytes)
         nonfinite = np.unpackbits(bits, count=n).astype(bool)
         if int(nonfinite.sum()) != nonfinite_count:

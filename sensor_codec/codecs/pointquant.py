@@ -35,6 +35,7 @@ from ..errors import InvalidFrameError, WireFormatError
 from ..frames import PointCloudFrame
 from ..wire import MAX_SECTIONS, Container, meta_get
 from .base import Param, empty_cloud_from_meta, point_layout_meta
+from .streams import zstd_decompress_exact
 
 XYZ = ("x", "y", "z")
 ZSTD_LEVEL_PARAM = Param("zstd_level", int, 9, "zstd level of the coded fields, 1..22",
@@ -92,11 +93,9 @@ def decode_fields(records: np.ndarray, names, coding: list, sections: list[bytes
         raise WireFormatError(
             f"payload codes {len(coding)} fields in {len(sections)} sections, "
             f"the point layout has {len(names)} to decode")
-    decompressor = zstandard.ZstdDecompressor()
     for name, entry, section in zip(names, coding, sections):
         shape = (len(records), _count(records.dtype, name))
-        column = _decode_field(name, entry, section, shape, records.dtype.fields[name][0].base,
-                               decompressor)
+        column = _decode_field(name, entry, section, shape, records.dtype.fields[name][0].base)
         records[name] = column.reshape(records[name].shape)
 
 
@@ -168,8 +167,8 @@ def _encode_field(name: str, column: np.ndarray, bound: float) -> tuple[bytes, l
     return prefix + _planes(codes, width), [name, step, mode, width, nonfinite, 0]
 
 
-def _decode_field(name: str, entry, section: bytes, shape: tuple[int, int], dtype: np.dtype,
-                  decompressor: zstandard.ZstdDecompressor) -> np.ndarray:
+def _decode_field(name: str, entry, section: bytes, shape: tuple[int, int],
+                  dtype: np.dtype) -> np.ndarray:
     try:
         coded_name, step, mode, width, nonfinite, table_size = entry
     except (TypeError, ValueError):
@@ -186,13 +185,7 @@ def _decode_field(name: str, entry, section: bytes, shape: tuple[int, int], dtyp
     special_bytes = nonfinite * dtype.itemsize
     coded_bytes = table_size * width + values_n if mode == "palette" else values_n * width
     expected = mask_bytes + special_bytes + coded_bytes
-    try:
-        raw = decompressor.decompress(section, max_output_size=expected)
-    except zstandard.ZstdError as exc:
-        raise WireFormatError(f"section of field {name!r} is corrupt: {exc}") from None
-    if len(raw) != expected:
-        raise WireFormatError(
-            f"section of field {name!r} holds {len(raw)} bytes, its coding needs {expected}")
+    raw = zstd_decompress_exact(section, expected, f"section of field {name!r}")
     buf = np.frombuffer(raw, dtype=np.uint8)
     coded = buf[mask_bytes + special_bytes:]
     if mode == "palette":
