@@ -166,7 +166,10 @@ def decode(payload: bytes | bytearray | memoryview) -> Frame:
 # --- shared helpers for point-cloud codecs -------------------------------------
 
 # PointField datatypes a layout may use (sensor_msgs/PointField constants).
-POINT_DTYPES = ("<i1", "<u1", "<i2", "<u2", "<i4", "<u4", "<f4", "<f8")
+POINT_DTYPES = ("<i1", "<u1", "<i2", "<u2", "<i4", "<u4", "<f4", "<f8",
+                # numpy spells one-byte types without a byte order ("|u1"), and
+                # point_layout_meta writes what numpy spells.
+                "|i1", "|u1")
 MAX_POINT_STEP = 4096
 
 
