@@ -322,3 +322,18 @@ def test_grid_other_fields_use_a_palette_when_they_have_few_values(make_lidar):
     assert coding["x"][2] == "delta"  # scan order makes neighbours close
     # The grid step: just under 2 * max_error / sqrt(3).
     assert 0.0115 < coding["x"][1] < 2 * 0.01 / math.sqrt(3)
+
+
+@pytest.mark.parametrize("name", [n for n in codec_names(Modality.LIDAR)])
+def test_one_byte_fields_survive_every_lidar_codec(name):
+    # numpy spells one-byte types "|u1"/"|i1": the layout must still round-trip.
+    rng = np.random.default_rng(11)
+    frame = PointCloudFrame.from_arrays(
+        "lidar", x=rng.uniform(-9, 9, 64).astype(np.float32),
+        y=rng.uniform(-9, 9, 64).astype(np.float32), z=rng.uniform(-1, 1, 64).astype(np.float32),
+        intensity=rng.integers(0, 256, 64).astype(np.uint8),
+        flags=rng.integers(-128, 128, 64).astype(np.int8))
+    back = decode(encode(frame, name))
+    assert back.points.dtype == frame.points.dtype
+    np.testing.assert_array_equal(back.points["intensity"], frame.points["intensity"])
+    np.testing.assert_array_equal(back.points["flags"], frame.points["flags"])
