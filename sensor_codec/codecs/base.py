@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import (ConfigError, InvalidFrameError, UnknownCodecError,
+from ..errors import (ConfigError, InvalidFrameError, OversizedPayloadError, UnknownCodecError,
                       UnknownModelError, WireFormatError)
 from ..frames import CameraFrame, Frame, Modality, PointCloudFrame
 from ..wire import Container, check_point_count, unpack
@@ -171,6 +171,10 @@ POINT_DTYPES = ("<i1", "<u1", "<i2", "<u2", "<i4", "<u4", "<f4", "<f8",
                 # point_layout_meta writes what numpy spells.
                 "|i1", "|u1")
 MAX_POINT_STEP = 4096
+# Decoded records a payload may ask for: 64 M points of 64 bytes. Without it
+# a forged payload (num_points under the cap, point_step 4096) makes numpy
+# try to allocate 256 GiB and raise MemoryError instead of a wire error.
+MAX_CLOUD_BYTES = 4 << 30
 
 
 def point_layout_meta(frame: PointCloudFrame) -> dict:
@@ -217,6 +221,9 @@ def empty_cloud_from_meta(meta: dict, modality: Modality) -> tuple[np.ndarray, i
     check_point_count(n)
     if not all(isinstance(v, int) and v >= 0 for v in (height, width)) or height * width != n:
         raise WireFormatError(f"grid {height}x{width} does not hold {n} points")
+    if n * dtype.itemsize > MAX_CLOUD_BYTES:
+        raise OversizedPayloadError(f"declared {n} points of {dtype.itemsize} bytes exceed the "
+                                    f"cap of {MAX_CLOUD_BYTES} decoded bytes")
     return np.zeros(n, dtype=dtype), height, width
 
 
