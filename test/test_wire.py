@@ -228,6 +228,15 @@ def test_oversized_declared_cloud_is_refused_before_allocating(name, modality):
     assert peak < 8 * 2 ** 20
 
 
+@pytest.mark.parametrize("name,modality", POINT_CODECS, ids=_ids(POINT_CODECS))
+def test_huge_declared_point_records_are_refused_before_allocating(name, modality):
+    # Under the point-count cap, but 4 KiB a point: 256 GiB of records.
+    c = unpack(_payload(name, modality))
+    c.metadata.update(num_points=MAX_POINTS, height=1, width=MAX_POINTS, point_step=4096)
+    with pytest.raises(OversizedPayloadError, match="decoded bytes"):
+        decode(_repack(c))
+
+
 # --- metadata that disagrees with the sections ---------------------------------------------
 
 def _mutations(c: Container):
