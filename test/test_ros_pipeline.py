@@ -1,0 +1,451 @@
+"""The real pipeline across processes:
+
+    publisher process --raw--> encoder_node --sensor_codec--> decoder_node --decoded--> this test
+
+Each node is its own process, started exactly as ``sensor-codec launch``
+starts it (same command line, FastDDS profile, own ROS_DOMAIN_ID, discovery
+limited to localhost). The test subscribes to the decoded topics and to
+/diagnostics and waits on arrivals (with timeouts), never on fixed sleeps.
+
+This file is also the publisher: ``python test_ros_pipeline.py publish``
+reads commands on stdin and publishes the same seeded frames the test
+compares against.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2 Python client) cannot be imported")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.context import Context  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.signals import SignalHandlerOptions  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2  # noqa: E402
+
+from sensor_codec import graph, graph_cli  # noqa: E402
+from sensor_codec.frames import CameraFrame, Modality, PointCloudFrame  # noqa: E402
+from sensor_codec.messages import (frame_to_image, frame_to_pointcloud2,  # noqa: E402
+                                   header_stamp_ns, image_to_frame, pointcloud2_to_frame,
+                                   rclpy_types)
+
+pytestmark = pytest.mark.timeout(120)
+
+DOMAIN_ID = 47  # helper H2's range is 40-59
+CAMERA, LIDAR, RADAR = "sensors/cam", "sensors/lidar", "sensors/radar"
+FRAMES = 4
+MAX_ERROR = 0.01
+BASE_STAMP_NS = 1_700_000_000_123_456_789
+PRIME_BASE = 1000  # frame indices used to prime the pipeline (not compared)
+QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+WAIT_S = 30.0
+# What the test subscribes to (besides /diagnostics) and waits for per frame.
+OBSERVED_TOPICS = (CAMERA + "/decoded", LIDAR + "/decoded", RADAR + "/decoded",
+                   CAMERA + "/sensor_codec")
+
+
+# --- the seeded frames (built identically in the publisher process and here) --------
+
+def stamp_of(k: int) -> int:
+    return BASE_STAMP_NS + k * 100_000_000
+
+
+def camera_frame(k: int) -> CameraFrame:
+    """A 640x480 rgb8 image: smooth gradients, a block and a little noise."""
+    rng = np.random.default_rng(1000 + k)
+    yy, xx = np.mgrid[0:480, 0:640]
+    img = np.stack([xx * 255 // 639, yy * 255 // 479, (xx + yy + 40 * k) % 256], axis=2)
+    img[100:200, 300:420] = (200, 30, 90)
+    img = img + rng.integers(0, 4, size=img.shape)
+    return CameraFrame(np.clip(img, 0, 255).astype(np.uint8), "rgb8", stamp_of(k), "cam_front")
+
+
+def lidar_frame(k: int) -> PointCloudFrame:
+    """20,000 points with intensity, ring and time fields and three NaN points."""
+    rng = np.random.default_rng(2000 + k)
+    n = 20_000
+    azimuth = np.sort(rng.uniform(-np.pi, np.pi, n))
+    distance = rng.uniform(2.0, 80.0, n)
+    x = (distance * np.cos(azimuth)).astype(np.float32)
+    y = (distance * np.sin(azimuth)).astype(np.float32)
+    z = rng.uniform(-2.0, 3.0, n).astype(np.float32)
+    x[[5, 500, 19_999]] = np.nan
+    return PointCloudFrame.from_arrays(
+        Modality.LIDAR, x=x, y=y, z=z,
+        intensity=rng.uniform(0, 255, n).astype(np.float32),
+        ring=rng.integers(0, 64, n).astype(np.uint16),
+        time=rng.uniform(0, 0.1, n).astype(np.float32),
+        stamp_ns=stamp_of(k), frame_id="lidar_top")
+
+
+def radar_frame(k: int) -> PointCloudFrame:
+    rng = np.random.default_rng(3000 + k)
+    n = 64
+    fields = {name: rng.normal(0, 20, n).astype(np.float32)
+              for name in ("x", "y", "z", "rcs", "v_r")}
+    return PointCloudFrame.from_arrays(Modality.RADAR, **fields, stamp_ns=stamp_of(k),
+                                       frame_id="radar_front")
+
+
+def messages_of(k: int, types) -> dict:
+    return {CAMERA: frame_to_image(camera_frame(k), types),
+            LIDAR: frame_to_pointcloud2(lidar_frame(k), types),
+            RADAR: frame_to_pointcloud2(radar_frame(k), types)}
+
+
+# --- the publisher process -------------------------------------------------------------
+
+def publisher_main() -> int:
+    """Commands on stdin: ``prime K`` (wait for subscribers, publish frame K),
+    ``frames A B`` (publish frames A..B-1), ``quit``. Answers one line each."""
+    from rclpy.node import Node
+
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    node = Node("test_frame_publisher")
+    types = rclpy_types()
+    publishers = {CAMERA: node.create_publisher(Image, CAMERA, QOS),
+                  LIDAR: node.create_publisher(PointCloud2, LIDAR, QOS),
+                  RADAR: node.create_publisher(PointCloud2, RADAR, QOS)}
+    matched = threading.Event()
+    for line in sys.stdin:
+        command, *args = line.split()
+        if command == "quit":
+            break
+        if command == "prime":
+            # Wait (bounded) until the encoder has subscribed to every topic.
+            for _ in range(2000):
+                if all(p.get_subscription_count() for p in publishers.values()):
+                    break
+                matched.wait(0.01)
+            first, last = int(args[0]), int(args[0]) + 1
+        else:
+            first, last = int(args[0]), int(args[1])
+        for k in range(first, last):
+            for topic, msg in messages_of(k, types).items():
+                publishers[topic].publish(msg)
+        print(f"{command} done", flush=True)
+    node.destroy_node()
+    rclpy.shutdown()
+    return 0
+
+
+# --- test side --------------------------------------------------------------------------
+
+class Inbox:
+    """Messages received per topic, and a way to wait for a condition on them."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.messages: dict[str, list] = collections.defaultdict(list)
+
+    def callback(self, topic: str):
+        def add(msg):
+            with self.cond:
+                self.messages[topic].append(msg)
+                self.cond.notify_all()
+        return add
+
+    def wait_for(self, predicate, timeout: float = WAIT_S) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: predicate(self.messages), timeout)
+
+    def by_stamp(self, topic: str) -> dict[int, object]:
+        with self.cond:
+            return {header_stamp_ns(m.header): m for m in self.messages[topic]}
+
+
+def status_values(array: DiagnosticArray, name: str) -> dict[str, str] | None:
+    for status in array.status:
+        if status.name == name:
+            return {kv.key: kv.value for kv in status.values}
+    return None
+
+
+class Pipeline:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Path] = {}
+        self.lines: queue.Queue[str] = queue.Queue()
+
+    def start(self, name: str, cmd: list[str], env: dict, stdin=None) -> subprocess.Popen:
+        self.logs[name] = self.tmp / f"{name}.log"
+        with open(self.logs[name], "w") as log:
+            proc = subprocess.Popen(cmd, env=env, stdin=stdin, stderr=log,
+                                    stdout=subprocess.PIPE if stdin else log, text=True)
+        self.procs[name] = proc
+        return proc
+
+    def log_text(self) -> str:
+        return "\n".join(f"--- {name} ---\n{path.read_text()}" for name, path in self.logs.items())
+
+    def command(self, line: str, timeout: float = WAIT_S) -> str:
+        """Send a command to the publisher and wait for its answer."""
+        publisher = self.procs["publisher"]
+        publisher.stdin.write(line + "\n")
+        publisher.stdin.flush()
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(f"publisher did not answer {line!r}\n{self.log_text()}")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ros_pipeline")
+    env = dict(os.environ)
+    env.update(graph.pipeline_environment())
+    env.update({"ROS_DOMAIN_ID": str(DOMAIN_ID), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+                "ROS_LOG_DIR": str(tmp / "ros_log"), "PYTHONUNBUFFERED": "1"})
+    config = tmp / "pipeline.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        sensor_codec_encoder:
+          ros__parameters:
+            camera_topics: [{CAMERA}]
+            lidar_topics: [{LIDAR}]
+            radar_topics: [{RADAR}]
+            camera: {{codec: png}}
+            lidar: {{codec: grid, max_error: {MAX_ERROR}}}
+            radar: {{codec: zstd, level: 3}}
+            queue_depth: 16
+            diagnostics_period: 0.2
+        sensor_codec_decoder:
+          ros__parameters:
+            queue_depth: 16
+            diagnostics_period: 0.2
+        """))
+
+    # This process's participant: same domain and localhost-only discovery.
+    saved = {k: os.environ.get(k) for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE",
+                                             "FASTDDS_DEFAULT_PROFILES_FILE")}
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = env["FASTDDS_DEFAULT_PROFILES_FILE"]
+    context = Context()
+    rclpy.init(context=context, domain_id=DOMAIN_ID,
+               signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node("test_pipeline_observer", context=context)
+    inbox = Inbox()
+    for topic, msg_type in zip(OBSERVED_TOPICS, (Image, PointCloud2, PointCloud2,
+                                                 CompressedImage)):
+        node.create_subscription(msg_type, topic, inbox.callback(topic), QOS)
+    node.create_subscription(DiagnosticArray, "/diagnostics", inbox.callback("/diagnostics"), 50)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+
+    p = Pipeline(tmp)
+    p.node, p.inbox, p.env = node, inbox, env
+    try:
+        for spec in graph.pipeline_graph(config):
+            p.start(spec.name, graph_cli.node_command(spec), env)
+        publisher = p.start("publisher", [sys.executable, __file__, "publish"], env,
+                            stdin=subprocess.PIPE)
+        threading.Thread(target=lambda: [p.lines.put(line.strip()) for line in publisher.stdout],
+                         daemon=True).start()
+        _prime(p)
+        yield p
+    finally:
+        for proc in p.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _prime(p: Pipeline) -> None:
+    """Publish a warm-up frame until it arrives on every observed topic: from
+    then on every publisher-subscriber pair along the pipeline is matched."""
+    for attempt in range(10):
+        k = PRIME_BASE + attempt
+        assert p.command(f"prime {k}", timeout=60) == "prime done"
+        if p.inbox.wait_for(lambda m: all(any(header_stamp_ns(x.header) == stamp_of(k)
+                                                 for x in m[t]) for t in OBSERVED_TOPICS), 5.0):
+            return
+    pytest.fail(f"no frame made it through the pipeline\n{p.log_text()}")
+
+
+def _wait_for_frames(p: Pipeline, first: int, last: int) -> None:
+    wanted = {stamp_of(k) for k in range(first, last)}
+    ok = p.inbox.wait_for(lambda m: all(
+        wanted <= {header_stamp_ns(x.header) for x in m[t]} for t in OBSERVED_TOPICS))
+    assert ok, f"decoded frames {first}..{last - 1} did not all arrive\n{p.log_text()}"
+
+
+def test_decoded_frames_match_the_inputs(pipeline):
+    assert pipeline.command(f"frames 0 {FRAMES}") == "frames done"
+    _wait_for_frames(pipeline, 0, FRAMES)
+    cameras = pipeline.inbox.by_stamp(CAMERA + "/decoded")
+    lidars = pipeline.inbox.by_stamp(LIDAR + "/decoded")
+    radars = pipeline.inbox.by_stamp(RADAR + "/decoded")
+    compressed = pipeline.inbox.by_stamp(CAMERA + "/sensor_codec")
+    for k in range(FRAMES):
+        stamp = stamp_of(k)
+        # Camera: png is lossless.
+        expected = camera_frame(k)
+        msg = cameras[stamp]
+        assert msg.header.frame_id == "cam_front"
+        assert (msg.height, msg.width, msg.encoding) == (480, 640, "rgb8")
+        np.testing.assert_array_equal(image_to_frame(msg).pixels, expected.pixels)
+        assert compressed[stamp].format.startswith("sensor_codec/camera/png; v1")
+        assert compressed[stamp].header.frame_id == "cam_front"
+        assert len(compressed[stamp].data) < expected.nbytes
+
+        # Lidar: grid keeps every finite point within MAX_ERROR, the rest exact.
+        expected = lidar_frame(k).points
+        msg = lidars[stamp]
+        assert msg.header.frame_id == "lidar_top"
+        got = pointcloud2_to_frame(msg, Modality.LIDAR).points
+        assert got.dtype == expected.dtype
+        xyz_in = np.stack([expected[a] for a in "xyz"], 1).astype(np.float64)
+        xyz_out = np.stack([got[a] for a in "xyz"], 1).astype(np.float64)
+        finite = np.isfinite(xyz_in).all(axis=1)
+        assert finite.sum() == 20_000 - 3
+        np.testing.assert_array_equal(np.isfinite(xyz_out).all(axis=1), finite)
+        error = np.linalg.norm(xyz_out[finite] - xyz_in[finite], axis=1)
+        assert error.max() <= MAX_ERROR
+        assert error.max() > MAX_ERROR / 10  # it did quantise, at about the set step
+        for name in ("intensity", "ring", "time"):
+            np.testing.assert_array_equal(got[name], expected[name])
+
+        # Radar: zstd is lossless, byte for byte.
+        msg = radars[stamp]
+        assert msg.header.frame_id == "radar_front"
+        got = pointcloud2_to_frame(msg, Modality.RADAR).points
+        assert got.tobytes() == radar_frame(k).points.tobytes()
+
+
+def _latest_status(p: Pipeline, name: str, predicate) -> dict[str, str]:
+    found = {}
+
+    def check(messages):
+        for array in reversed(messages["/diagnostics"]):
+            values = status_values(array, name)
+            if values is not None and predicate(values):
+                found.update(values)
+                return True
+        return False
+
+    assert p.inbox.wait_for(check, 15.0), \
+        f"no /diagnostics status {name!r} as expected\n{p.log_text()}"
+    return found
+
+
+def test_diagnostics_report_plausible_values(pipeline):
+    _wait_for_frames(pipeline, 0, FRAMES)
+    # Once the queue has drained, everything received has been processed.
+    values = _latest_status(pipeline, f"{graph.ENCODER_NAME}: {CAMERA}",
+                            lambda v: int(v["processed"]) >= FRAMES
+                            and v["processed"] == v["received"])
+    assert values["codec"] == "png" and values["modality"] == "camera"
+    assert values["output_topic"] == CAMERA + "/sensor_codec"
+    assert int(values["received"]) == int(values["processed"])
+    assert (values["drops"], values["errors"]) == ("0", "0")
+    assert 1.0 < float(values["compression_ratio"]) < 50.0
+    assert 0.0 < float(values["latency_p50_ms"]) <= float(values["latency_p95_ms"]) < 5000.0
+    assert float(values["input_rate_hz"]) > 0.0
+    assert float(values["coded_bitrate_bps"]) > 0.0
+
+    values = _latest_status(pipeline, f"{graph.ENCODER_NAME}: {LIDAR}",
+                            lambda v: int(v["processed"]) >= FRAMES)
+    assert values["codec"] == "grid" and f"max_error={MAX_ERROR}" in values["settings"]
+    assert float(values["compression_ratio"]) > 1.0
+
+    values = _latest_status(pipeline, f"{graph.DECODER_NAME}: {RADAR}/sensor_codec",
+                            lambda v: int(v["processed"]) >= FRAMES)
+    assert values["output_topic"] == RADAR + "/decoded"
+    assert values["errors"] == "0"
+
+
+def test_fastdds_profile_is_in_effect(pipeline):
+    """The nodes run with the 64 MiB shared-memory segment and FastDDS
+    reported no error loading the profile."""
+    maps = Path(f"/proc/{pipeline.procs[graph.ENCODER_NAME].pid}/maps")
+    if not maps.exists():
+        pytest.skip("no /proc to inspect the encoder's shared memory")
+    sizes = []
+    for line in maps.read_text().splitlines():
+        if "/dev/shm/fastdds_" in line and "port" not in line:
+            start, end = (int(x, 16) for x in line.split()[0].split("-"))
+            sizes.append(end - start)
+    assert max(sizes) >= 64 * 1024 * 1024, sizes
+    for name, path in pipeline.logs.items():
+        text = re.sub(r"\x1b\[[0-9;]*m", "", path.read_text())  # FastDDS colours its log
+        assert not re.search(r"\[[A-Z_]+ Error\]", text), f"{name}:\n{text}"
+
+
+def test_malformed_payloads_are_counted_and_skipped(pipeline):
+    """A corrupt container and a foreign CompressedImage reach the decoder: it
+    counts both, publishes nothing for them and keeps decoding."""
+    publisher = pipeline.node.create_publisher(CompressedImage, CAMERA + "/sensor_codec", QOS)
+    matched = threading.Event()
+    for _ in range(1000):  # until the decoder's subscription has matched ours
+        if publisher.get_subscription_count() >= 1:
+            break
+        matched.wait(0.01)
+    assert publisher.get_subscription_count() >= 1
+    corrupt = CompressedImage(format="sensor_codec/camera/png; v1; model=classical",
+                              data=b"SCDC" + bytes(np.random.default_rng(5).integers(
+                                  0, 256, 300, dtype=np.uint8)))
+    corrupt.header.frame_id = "corrupt"
+    foreign = CompressedImage(format="jpeg", data=b"\xff\xd8\xff\xe0" + bytes(100))
+    foreign.header.frame_id = "foreign"
+    publisher.publish(corrupt)
+    publisher.publish(foreign)
+
+    name = f"{graph.DECODER_NAME}: {CAMERA}/sensor_codec"
+    values = _latest_status(pipeline, name, lambda v: int(v["errors"]) >= 2)
+    assert values["errors"] == "2"
+    assert "foreign CompressedImage" in values["last_error"]
+
+    # Still decoding: a new frame goes through and matches.
+    k = FRAMES
+    assert pipeline.command(f"frames {k} {k + 1}") == "frames done"
+    _wait_for_frames(pipeline, k, k + 1)
+    msg = pipeline.inbox.by_stamp(CAMERA + "/decoded")[stamp_of(k)]
+    np.testing.assert_array_equal(image_to_frame(msg).pixels, camera_frame(k).pixels)
+    frame_ids = {m.header.frame_id for m in pipeline.inbox.messages[CAMERA + "/decoded"]}
+    assert frame_ids == {"cam_front"}  # nothing was published for the bad payloads
+    pipeline.node.destroy_publisher(publisher)
+
+
+def test_sigint_stops_every_process_cleanly(pipeline):
+    for name in (graph.ENCODER_NAME, graph.DECODER_NAME):
+        pipeline.procs[name].send_signal(signal.SIGINT)
+    pipeline.procs["publisher"].stdin.write("quit\n")
+    pipeline.procs["publisher"].stdin.close()
+    for name, proc in pipeline.procs.items():
+        try:
+            code = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{name} did not stop on SIGINT\n{pipeline.log_text()}")
+        text = pipeline.logs[name].read_text()
+        assert code == 0, f"{name} exited with {code}\n{text}"
+        assert "Traceback" not in text, text
+    for name in (graph.ENCODER_NAME, graph.DECODER_NAME):
+        assert "stopping" in pipeline.logs[name].read_text()
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["publish"]:
+    sys.exit(publisher_main())
