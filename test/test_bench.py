@@ -243,6 +243,22 @@ def test_x265_odd_sizes_bgr_grey_and_crf():
     assert 25.0 < metrics.psnr(img, crf.pixels) < 50.0
 
 
+def test_x265_pads_tiny_images_and_crops_back():
+    for h, w in ((1, 1), (3, 64), (15, 17)):
+        img = synthetic_rgb(32, 64, seed=h)[:h, :w].copy()
+        out = decode(encode(CameraFrame(img), "x265", qp=12))
+        assert out.pixels.shape == (h, w, 3)
+        assert np.abs(out.pixels.astype(int) - img).max() <= 12, (h, w)
+
+
+def test_x265_refuses_a_stream_larger_than_its_metadata():
+    codec = get_codec("x265")
+    c = unpack(codec.encode(CameraFrame(synthetic_rgb(400, 600))))
+    c.metadata["height"] = c.metadata["width"] = 20
+    with pytest.raises(WireFormatError, match="20x20"):
+        codec.decode(c)
+
+
 def test_x265_refusals():
     with pytest.raises(InvalidFrameError, match="png"):
         encode(CameraFrame(np.zeros((8, 8, 4), np.uint8), "rgba8"), "x265")

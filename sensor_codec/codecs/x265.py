@@ -17,12 +17,13 @@ any of them is standard HEVC.
 The colour conversion is done here in numpy (JPEG/JFIF full-range BT.601
 equations), not by swscale, so that it is exact, documented and identical
 on encode and decode. Odd sizes need no padding in 4:4:4 (x265 pads to its
-coding-unit size internally and signals a conformance window).
+coding-unit size internally and signals a conformance window), but libx265
+refuses pictures under 16 pixels a side: those are padded by repeating the
+last row/column and cropped back after decoding.
 """
 
 from __future__ import annotations
 
-import logging
 from fractions import Fraction
 
 import numpy as np
@@ -32,14 +33,24 @@ from ..frames import IMAGE_ENCODINGS, CameraFrame, Modality
 from ..wire import Container, check_image_shape, meta_get
 from .base import Codec, Param, camera_meta, register_codec
 
-log = logging.getLogger(__name__)
-
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
            "slower", "veryslow")
 TUNES = ("psnr", "ssim", "none")
 # Encodings this codec carries: colour in 4:4:4, grey as a luma-only picture.
 _COLOUR = ("rgb8", "bgr8")
 _GREY = ("mono8",)
+MIN_SIDE = 16  # libx265 refuses smaller pictures
+
+
+def _coded_size(height: int, width: int) -> tuple[int, int]:
+    return max(height, MIN_SIDE), max(width, MIN_SIDE)
+
+
+def _max_decoder_pixels(height: int, width: int) -> int:
+    """Bound the decoder's allocation by the declared size (its buffers are
+    aligned to 64-pixel coding tree blocks, plus a margin)."""
+    h, w = _coded_size(height, width)
+    return (-(-h // 64) * 64 + 64) * (-(-w // 64) * 64 + 64)
 
 # Full-range BT.601 (JFIF) RGB -> YCbCr, as rows of a 3x3 matrix plus offsets.
 _RGB_TO_YCC = np.array([[0.299, 0.587, 0.114],
@@ -102,9 +113,13 @@ class X265Codec(Codec):
             raise InvalidFrameError(
                 f"codec 'x265' codes 8-bit rgb8/bgr8/mono8 images, not {frame.encoding}; "
                 "use 'png' (lossless, keeps alpha and 16 bits) or 'jpegxl'")
+        coded_h, coded_w = _coded_size(frame.height, frame.width)
+        if (coded_h, coded_w) != (frame.height, frame.width):
+            pad = [(0, coded_h - frame.height), (0, coded_w - frame.width)]
+            planes = np.pad(planes, ([(0, 0)] if planes.ndim == 3 else []) + pad, mode="edge")
         av = _import_av()
         ctx = av.CodecContext.create("libx265", "w")
-        ctx.width, ctx.height = frame.width, frame.height
+        ctx.width, ctx.height = coded_w, coded_h
         ctx.pix_fmt = pix_fmt
         ctx.time_base = Fraction(1, 1)
         options = {"preset": self.settings["preset"], "x265-params": self._x265_params()}
@@ -135,20 +150,25 @@ class X265Codec(Codec):
         pix_fmt = "yuv444p" if enc in _COLOUR else "gray"
         av = _import_av()
         ctx = av.CodecContext.create("hevc", "r")
+        # A stream may claim a larger picture than the metadata: refuse to allocate it.
+        ctx.options = {"max_pixels": str(_max_decoder_pixels(h, w))}
         try:
             pictures = ctx.decode(av.Packet(c.sections[0])) + ctx.decode(None)
         except av.error.FFmpegError as exc:
-            raise WireFormatError(f"HEVC stream does not decode: {exc}") from None
+            raise WireFormatError(f"HEVC stream does not decode as the declared {w}x{h} "
+                                  f"picture (larger pictures are refused): {exc}") from None
         if len(pictures) != 1:
             raise WireFormatError(f"HEVC stream holds {len(pictures)} pictures, expected 1")
         pic = pictures[0]
-        if (pic.height, pic.width, pic.format.name) != (h, w, pix_fmt):
+        coded_h, coded_w = _coded_size(h, w)
+        if (pic.height, pic.width, pic.format.name) != (coded_h, coded_w, pix_fmt):
             raise WireFormatError(
                 f"HEVC picture is {pic.width}x{pic.height} {pic.format.name}, metadata says "
-                f"{w}x{h} {pix_fmt}")
+                f"{coded_w}x{coded_h} {pix_fmt}")
         planes = pic.to_ndarray()
         if enc in _GREY:
-            return CameraFrame(planes.reshape(h, w), enc, c.stamp_ns, c.frame_id)
-        rgb = ycbcr_to_rgb(planes.reshape(3, h, w))
+            grey = planes.reshape(coded_h, coded_w)[:h, :w]
+            return CameraFrame(np.ascontiguousarray(grey), enc, c.stamp_ns, c.frame_id)
+        rgb = ycbcr_to_rgb(planes.reshape(3, coded_h, coded_w)[:, :h, :w])
         pixels = rgb if enc == "rgb8" else np.ascontiguousarray(rgb[:, :, ::-1])
         return CameraFrame(pixels, enc, c.stamp_ns, c.frame_id)
