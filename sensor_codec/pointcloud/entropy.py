@@ -331,3 +331,74 @@ def read_int_sequence(reader: StreamReader, side: SideReader, count: int) -> np.
     table = side.histogram()
     res = reader.read(count, None, table)
     return undo_period_residual(res, period)
+
+
+# --- block-adaptive coding (no side information; for small clouds) ---------------
+
+ADAPTIVE_PRIOR = 0.1
+ADAPTIVE_BLOCK = 64
+
+
+def _adaptive_blocks(n: int) -> list[tuple[int, int]]:
+    """Blocks of 1, 1, 2, 4, ... then ADAPTIVE_BLOCK symbols: the model is
+    re-estimated from all earlier symbols before each block."""
+    out, start, size = [], 0, 1
+    while start < n:
+        end = min(n, start + size)
+        out.append((start, end))
+        start = end
+        size = min(size * 2 if start > 1 else 1, ADAPTIVE_BLOCK)
+    return out
+
+
+def write_adaptive(writer: StreamWriter, values: np.ndarray) -> None:
+    """Code values with a model learned on the fly from the symbols already
+    coded (KT-style counts), so no histogram has to be sent."""
+    if values.size == 0:
+        return
+    sym, nextra, extra = to_symbols(values)
+    counts = np.full(ALPHABET, ADAPTIVE_PRIOR)
+    for a, b in _adaptive_blocks(sym.size):
+        writer.enc.encode(sym[a:b], Categorical(counts, perfect=False))
+        counts += np.bincount(sym[a:b], minlength=ALPHABET)
+    writer._write_extra(nextra, extra)
+
+
+def read_adaptive(reader: StreamReader, count: int) -> np.ndarray:
+    if count == 0:
+        return np.zeros(0, np.int64)
+    sym = np.empty(count, np.int32)
+    counts = np.full(ALPHABET, ADAPTIVE_PRIOR)
+    for a, b in _adaptive_blocks(count):
+        s = np.asarray(reader.dec.decode(Categorical(counts, perfect=False), b - a), np.int32)
+        if s.size and int(s.max()) >= ALPHABET:
+            raise WireFormatError("decoded symbol outside the alphabet")
+        sym[a:b] = s
+        counts += np.bincount(s, minlength=ALPHABET)
+    nextra = symbol_extra_bits(sym)
+    table_free = np.zeros(count, np.uint64)
+    has = np.flatnonzero(nextra > 0)
+    if has.size:
+        ne = nextra[has]
+        acc = np.zeros(has.size, np.uint64)
+        for k in range(0, int(ne.max()), EXTRA_CHUNK):
+            live = ne > k
+            width = np.minimum(ne[live] - k, EXTRA_CHUNK)
+            sizes = (np.int64(1) << width).astype(np.int32)
+            acc[live] |= np.asarray(reader.dec.decode(Uniform(), sizes), np.uint64) << np.uint64(k)
+        table_free[has] = acc
+    return from_symbols(sym, table_free)
+
+
+def adaptive_cost_bits(values: np.ndarray) -> float:
+    """Exact ideal cost of ``write_adaptive`` (for choosing predictors)."""
+    if values.size == 0:
+        return 0.0
+    sym, nextra, _ = to_symbols(values)
+    counts = np.full(ALPHABET, ADAPTIVE_PRIOR)
+    bits = float(nextra.sum())
+    for a, b in _adaptive_blocks(sym.size):
+        p = counts / counts.sum()
+        bits -= float(np.log2(p[sym[a:b]]).sum())
+        counts += np.bincount(sym[a:b], minlength=ALPHABET)
+    return bits

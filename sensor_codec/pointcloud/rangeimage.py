@@ -55,12 +55,19 @@ def estimate_beams(azimuth: np.ndarray, elevation: np.ndarray) -> np.ndarray:
         return np.zeros(0, np.int64)
     wraps = np.flatnonzero(np.diff(azimuth) < -np.pi)
     segments = wraps.size + 1
-    if 2 <= segments <= MAX_BEAMS and n >= 16 * segments:
+    if 2 <= segments <= 256 and n >= 64 * segments and _stretches_turn(wraps, n):
         labels = np.zeros(n, np.int64)
         labels[wraps + 1] = 1
         labels = np.cumsum(labels)
         return _rank_by_elevation(labels, elevation, segments)
     return _cluster_elevations(elevation)
+
+
+def _stretches_turn(wraps: np.ndarray, n: int) -> bool:
+    """True when the stretches between wrap-arounds are long and even (one
+    turn per laser), not the short firing blocks of a column-major scan."""
+    lengths = np.diff(np.r_[0, wraps + 1, n])
+    return bool(np.median(lengths) >= 0.5 * n / lengths.size and lengths.min() >= 8)
 
 
 def _rank_by_elevation(labels: np.ndarray, elevation: np.ndarray, count: int) -> np.ndarray:

@@ -28,11 +28,13 @@ def default_bounds_path() -> Path:
     installed package's share directory."""
     here = Path(__file__).resolve()
     candidates = [here.parents[2] / "config" / "lidar_semantic_bounds.yaml"]
+    if candidates[0].is_file():
+        return candidates[0]
     try:
         from ament_index_python.packages import get_package_share_directory
         candidates.append(Path(get_package_share_directory("sensor_codec"))
                           / "config" / "lidar_semantic_bounds.yaml")
-    except (ImportError, LookupError, ValueError):
+    except (ImportError, LookupError, ValueError, OSError):
         pass  # not in a ROS environment: the source tree copy is the only one
     for c in candidates:
         if c.is_file():

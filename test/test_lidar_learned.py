@@ -1,0 +1,246 @@
+"""rangecode: the error bound holds for every point, count/order/fields kept."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sensor_codec.codecs import decode, get_codec
+from sensor_codec.codecs.lidar_learned import RangeCodeLidar
+from sensor_codec.errors import InvalidFrameError, UnknownModelError, WireFormatError
+from sensor_codec.frames import Modality, PointCloudFrame
+from sensor_codec.pointcloud.context_model import default_model, uniform_model
+from sensor_codec.pointcloud.predict import STREAMS
+from sensor_codec.pointcloud.semantic import (CLASS_FIELD, OUTSIDE_VIEW, load_class_bounds,
+                                              point_classes, with_class_field)
+from sensor_codec.wire import Container, unpack
+
+SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "samples"
+needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(),
+                                   reason=f"sample data not found at {SAMPLES}")
+
+
+def cloud(xyz, **fields):
+    xyz = np.asarray(xyz, np.float32).reshape(-1, 3)
+    return PointCloudFrame.from_arrays(Modality.LIDAR, x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2],
+                                       **fields)
+
+
+def roundtrip(frame, **settings_):
+    payload = RangeCodeLidar(**settings_).encode(frame)
+    return decode(payload), payload
+
+
+def errors(a, b):
+    return np.sqrt(((a.xyz() - b.xyz()) ** 2).sum(axis=1))
+
+
+def check_bound(original, decoded, bound):
+    assert decoded.num_points == original.num_points
+    a, b = original.xyz(), decoded.xyz()
+    finite = np.isfinite(a).all(axis=1)
+    # non-finite points come back bit-exact
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    odd = ~finite[:, None] & ~np.isnan(a)
+    np.testing.assert_array_equal(a[odd], b[odd])
+    err = errors(original, decoded)[finite]
+    if err.size:
+        assert err.max() <= bound, f"max error {err.max()} > bound {bound}"
+    return err
+
+
+def scan(n_beams=16, n_az=200, seed=0):
+    """A small synthetic spinning-lidar scan in native ring-major order."""
+    rng = np.random.default_rng(seed)
+    el = np.radians(np.linspace(2, -20, n_beams))[:, None]
+    az = np.linspace(-np.pi, np.pi, n_az, endpoint=False)[None, :] + rng.normal(0, 1e-4, (n_beams, n_az))
+    r = 8 + 3 * np.sin(3 * az) + rng.normal(0, 0.01, (n_beams, n_az))
+    xyz = np.stack([r * np.cos(el) * np.cos(az), r * np.cos(el) * np.sin(az),
+                    r * np.sin(el) + 0 * az], axis=-1).reshape(-1, 3)
+    ring = np.repeat(np.arange(n_beams, dtype=np.uint16), n_az)
+    return xyz, ring
+
+
+@needs_samples
+@pytest.mark.parametrize("name", ["kitti", "vod", "nuscenes"])
+def test_bound_holds_on_every_point_of_real_frames(name):
+    from sensor_codec.pointcloud.train import sample_lidar
+    frame = sample_lidar(name, SAMPLES)
+    for bound in (0.01, 0.02):
+        decoded, payload = roundtrip(frame, bound=bound)
+        err = check_bound(frame, decoded, bound)
+        assert err.max() > 0.5 * bound  # the bound is used, not wasted
+        # far smaller than float32 x, y, z (96 bits a point) plus fields
+        assert len(payload) * 8 / frame.num_points < 24
+    ie = np.abs(decoded.points["intensity"].astype(np.float64) - frame.points["intensity"])
+    assert ie.max() <= 0.005 + 1e-4
+    if "ring" in frame.field_names:
+        np.testing.assert_array_equal(decoded.points["ring"], frame.points["ring"])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(0, 300), scale=st.sampled_from([0.05, 1.0, 50.0, 3000.0]),
+       bound=st.floats(0.001, 0.2), nan_fraction=st.sampled_from([0.0, 0.1]),
+       seed=st.integers(0, 2 ** 31 - 1))
+def test_bound_holds_on_random_clouds(n, scale, bound, nan_fraction, seed):
+    rng = np.random.default_rng(seed)
+    xyz = rng.normal(0, scale, (n, 3)).astype(np.float32)
+    xyz[rng.random(n) < nan_fraction] = np.nan
+    frame = cloud(xyz, intensity=rng.random(n).astype(np.float32))
+    decoded, _ = roundtrip(frame, bound=bound)
+    check_bound(frame, decoded, bound)
+    ie = np.abs(decoded.points["intensity"].astype(np.float64) - frame.points["intensity"])
+    assert ie.size == 0 or ie.max() <= 0.005 + 1e-6
+
+
+def test_structured_scan_bound_order_and_rate():
+    xyz, ring = scan()
+    frame = cloud(xyz, ring=ring)
+    decoded, payload = roundtrip(frame, bound=0.01)
+    err = check_bound(frame, decoded, 0.01)
+    # order kept: each decoded point is the original point of the same index
+    assert err.max() <= 0.01
+    np.testing.assert_array_equal(decoded.points["ring"], ring)
+    assert 2 < len(payload) * 8 / frame.num_points < 16
+
+
+def test_unsorted_rings_keep_order():
+    xyz, ring = scan(seed=1)
+    perm = np.random.default_rng(2).permutation(len(ring))
+    frame = cloud(xyz[perm], ring=ring[perm])
+    decoded, _ = roundtrip(frame)
+    check_bound(frame, decoded, 0.01)
+    np.testing.assert_array_equal(decoded.points["ring"], ring[perm])
+
+
+def test_empty_and_single_point():
+    empty = cloud(np.zeros((0, 3)), intensity=np.zeros(0, np.float32))
+    decoded, _ = roundtrip(empty)
+    assert decoded.num_points == 0 and decoded.field_names == ("x", "y", "z", "intensity")
+    one = cloud([[1.234, -5.678, 0.9]], intensity=np.array([0.5], np.float32))
+    decoded, _ = roundtrip(one, bound=0.001)
+    assert errors(one, decoded)[0] <= 0.001
+    assert decoded.points["intensity"][0] == pytest.approx(0.5, abs=0.005)
+
+
+def test_all_nan_cloud_is_exact():
+    frame = cloud(np.full((50, 3), np.nan))
+    decoded, _ = roundtrip(frame)
+    assert np.isnan(decoded.xyz()).all() and decoded.num_points == 50
+
+
+def test_huge_coordinates_are_kept_exactly():
+    xyz = np.array([[1e6, -1e6, 3.0], [1.0, 2.0, 3.0], [5e5, 1.5, -2.25], [-3e38, 0, 0]],
+                   np.float32)
+    frame = cloud(xyz)
+    decoded, _ = roundtrip(frame)
+    got = decoded.xyz(np.float32)
+    np.testing.assert_array_equal(got[[0, 2, 3]], xyz[[0, 2, 3]])  # beyond the grid: verbatim
+    assert errors(frame, decoded)[1] <= 0.01
+
+
+def test_duplicate_points_are_copies():
+    xyz, ring = scan(n_beams=4, n_az=50)
+    block = np.concatenate([xyz[:48], xyz[:48], xyz[48:96], xyz[48:96], xyz[96:]])
+    frame = cloud(block, intensity=np.arange(len(block), dtype=np.float32) % 7)
+    frame.points["intensity"][48:96] = frame.points["intensity"][:48]
+    frame.points["intensity"][144:192] = frame.points["intensity"][96:144]
+    decoded, payload = roundtrip(frame)
+    check_bound(frame, decoded, 0.01)
+    np.testing.assert_array_equal(decoded.points[48:96], decoded.points[:48])
+    no_dedup = RangeCodeLidar(dedup=False).encode(frame)
+    assert len(payload) < 0.85 * len(no_dedup)
+
+
+def test_organised_cloud_with_nans_keeps_grid_and_other_fields():
+    xyz, ring = scan(n_beams=8, n_az=64)
+    xyz[::5] = np.nan
+    pts = cloud(xyz, ring=ring, t=np.linspace(0, 0.1, len(ring)).astype(np.float32),
+                label=np.arange(len(ring), dtype=np.int32) * 3 - 7).points
+    frame = PointCloudFrame(pts, Modality.LIDAR, height=8, width=64)
+    decoded, _ = roundtrip(frame)
+    assert (decoded.height, decoded.width) == (8, 64)
+    check_bound(frame, decoded, 0.01)
+    np.testing.assert_array_equal(decoded.points["t"], frame.points["t"])  # time_step 0: exact
+    np.testing.assert_array_equal(decoded.points["label"], frame.points["label"])
+
+
+def test_float64_coordinates():
+    xyz, _ = scan(n_beams=4, n_az=40)
+    frame = PointCloudFrame.from_arrays(Modality.LIDAR, x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2])
+    decoded, _ = roundtrip(frame, bound=0.0005)
+    assert decoded.points.dtype["x"] == np.float64
+    check_bound(frame, decoded, 0.0005)
+
+
+def test_integer_coordinates_are_refused():
+    frame = PointCloudFrame.from_arrays(Modality.LIDAR, x=np.zeros(3, np.int16),
+                                        y=np.zeros(3, np.int16), z=np.zeros(3, np.int16))
+    with pytest.raises(InvalidFrameError, match="float32 or float64"):
+        RangeCodeLidar().encode(frame)
+
+
+def test_unknown_model_is_refused():
+    xyz, ring = scan(n_beams=4, n_az=40)
+    payload = RangeCodeLidar().encode(cloud(xyz))
+    assert unpack(payload).model_id == default_model().model_id
+    assert default_model().model_id.startswith("lidar_ctx-")
+    other = RangeCodeLidar(model=uniform_model(STREAMS))
+    with pytest.raises(UnknownModelError, match=default_model().model_id):
+        other.decode(payload)
+
+
+def test_truncated_stream_is_a_wire_error():
+    xyz, _ = scan(n_beams=4, n_az=40)
+    c = unpack(RangeCodeLidar().encode(cloud(xyz)))
+    broken = Container(c.modality, c.codec, c.model_id, c.stamp_ns, c.frame_id, c.metadata,
+                       [c.sections[0][:3], c.sections[1], c.sections[2]])
+    with pytest.raises(WireFormatError):
+        decode(broken.pack())
+
+
+def test_registered_and_settings_validated():
+    codec = get_codec("rangecode", bound=0.02)
+    assert codec.settings["bound"] == 0.02 and not codec.lossless
+
+
+# --- semantic steering --------------------------------------------------------
+
+def test_projection_assigns_label_pixels_and_outside_view():
+    k = np.array([[100.0, 0, 50], [0, 100.0, 40], [0, 0, 1]])
+    # lidar x forward, y left, z up -> camera x right, y down, z forward
+    lidar_to_cam = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0]], np.float64)
+    labels = np.zeros((80, 100), np.uint8)
+    labels[:, 50:] = 2       # right half: pole
+    labels[:40, :50] = 5     # upper left: tree
+    xyz = np.array([[10, 0.0, 0.0],     # centre -> u=50, v=40: pole (right half)
+                    [10, 2.0, 2.0],     # left, up -> u=30, v=20: tree
+                    [10, 2.0, -2.0],    # left, down -> u=30, v=60: 0
+                    [-10, 0, 0],        # behind the camera
+                    [10, -50, 0]])      # far right, off the image
+    classes = point_classes(xyz, labels, k, lidar_to_cam)
+    np.testing.assert_array_equal(classes, [2, 5, 0, OUTSIDE_VIEW, OUTSIDE_VIEW])
+
+
+def test_semantic_bounds_per_class():
+    default, table, names = load_class_bounds()
+    assert names[2] == "pole" and table[2] < default < table[5]
+    xyz, _ = scan(seed=3)
+    rng = np.random.default_rng(4)
+    classes = rng.choice([2, 5, 0, OUTSIDE_VIEW], size=len(xyz)).astype(np.uint8)
+    frame = with_class_field(cloud(xyz), classes)
+    decoded, payload = roundtrip(frame, semantic=True)
+    np.testing.assert_array_equal(decoded.points[CLASS_FIELD], classes)
+    err = errors(frame, decoded)
+    for cid in (2, 5, 0):
+        assert err[classes == cid].max() <= table[cid]
+    assert err[classes == OUTSIDE_VIEW].max() <= default
+    assert err[classes == 5].max() > table[2]  # coarse classes really are coarser
+    assert unpack(payload).metadata["semantic_bounds"][2] == [2, table[2]]
+
+
+def test_semantic_mode_needs_the_class_field():
+    with pytest.raises(InvalidFrameError, match=CLASS_FIELD):
+        RangeCodeLidar(semantic=True).encode(cloud(np.ones((3, 3))))
