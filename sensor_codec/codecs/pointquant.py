@@ -16,11 +16,11 @@ Each field of the cloud becomes one zstd section:
 * a field with at most 256 distinct values (a reflectance in steps of 0.01,
   a ring number) is sent as a table of those values and one byte per point;
 * any other field's integers are optionally differenced along the point
-  order (a lidar scan's neighbours are close; radar detections are not, so
-  the encoder picks, per field, whichever of raw or differenced is
-  cheaper), zig-zag mapped, narrowed to the fewest bytes that hold them and
-  split into byte planes before zstd, which then sees long runs of zero
-  high bytes.
+  order, against the point 1, 2, 4 ... 128 places back (a lidar scan's
+  neighbours in the same ring are close; radar detections are not, so the
+  encoder picks, per field, raw or the cheapest lag), zig-zag mapped,
+  narrowed to the fewest bytes that hold them and split into byte planes
+  before zstd, which then sees long runs of zero high bytes.
 
 Field names, types, offsets and the point step come back exactly; padding
 bytes between fields come back as zeros.
@@ -46,6 +46,9 @@ _MAX_QUANT = 1 << 50
 _WIDTHS = (1, 2, 4, 8)
 _MODES = ("raw", "delta", "palette")
 _PALETTE_MAX = 256
+# Prediction distances tried for differencing, and the points used to choose.
+_LAGS = (1, 2, 4, 8, 16, 32, 64, 128)
+_LAG_SAMPLE = 32768
 
 
 def encode_cloud(frame: PointCloudFrame, max_errors: dict[str, float],
@@ -151,11 +154,11 @@ def _encode_field(name: str, column: np.ndarray, bound: float) -> tuple[bytes, l
         # Few distinct values (a reflectance in 1/100 steps, a ring number):
         # a one-byte index per value beats any coding of the values themselves.
         stream = _planes(table_codes, table_width) + indices.astype(np.uint8).tobytes()
-        return prefix + stream, [name, step, "palette", table_width, nonfinite, len(table)]
+        return prefix + stream, [name, step, "palette", table_width, nonfinite, len(table), 0]
 
-    codes, mode = _zigzag(ints), "raw"
-    if n > 1:
-        deltas = np.diff(ints, axis=0, prepend=np.zeros((1, count), np.int64))
+    codes, mode, lag = _zigzag(ints), "raw", _best_lag(ints)
+    if lag:
+        deltas = _lag_diff(ints, lag)
         if step == 0:
             # Wrap differences to the field's own width (the decoder's sum
             # wraps back), so they never need more bytes than the values.
@@ -163,14 +166,45 @@ def _encode_field(name: str, column: np.ndarray, bound: float) -> tuple[bytes, l
         delta_codes = _zigzag(deltas)
         if _bit_cost(delta_codes) < _bit_cost(codes):
             codes, mode = delta_codes, "delta"
+    if mode == "raw":
+        lag = 0
     width = _narrowest(codes)
-    return prefix + _planes(codes, width), [name, step, mode, width, nonfinite, 0]
+    return prefix + _planes(codes, width), [name, step, mode, width, nonfinite, 0, lag]
+
+
+def _best_lag(ints: np.ndarray) -> int:
+    """The lag whose differences ``v[i] - v[i - lag]`` look cheapest (0 for
+    fewer than two points). Lag 1 suits a scan stored ring by ring; a sensor
+    that stores each firing's rings together (nuScenes: 32 rings) repeats a
+    ring every ``rings`` points, so that lag predicts best."""
+    sample = ints[:_LAG_SAMPLE]
+    lags = [lag for lag in _LAGS if lag < len(sample)]
+    if not lags:
+        return 0
+    costs = [_bit_cost(_zigzag(_lag_diff(sample, lag))) for lag in lags]
+    return lags[int(np.argmin(costs))]
+
+
+def _lag_diff(ints: np.ndarray, lag: int) -> np.ndarray:
+    out = ints.copy()
+    out[lag:] -= ints[:-lag]
+    return out
+
+
+def _lag_sum(deltas: np.ndarray, lag: int) -> np.ndarray:
+    """Invert ``_lag_diff``: a running sum within each residue class mod ``lag``."""
+    n, count = deltas.shape
+    rows = -(-n // lag) * lag
+    padded = np.zeros((rows, count), np.int64)
+    padded[:n] = deltas
+    return np.cumsum(padded.reshape(-1, lag, count), axis=0, dtype=np.int64).reshape(
+        rows, count)[:n]
 
 
 def _decode_field(name: str, entry, section: bytes, shape: tuple[int, int],
                   dtype: np.dtype) -> np.ndarray:
     try:
-        coded_name, step, mode, width, nonfinite, table_size = entry
+        coded_name, step, mode, width, nonfinite, table_size, lag = entry
     except (TypeError, ValueError):
         raise WireFormatError(f"bad coding entry {entry!r} for field {name!r}") from None
     n, count = shape
@@ -179,7 +213,8 @@ def _decode_field(name: str, entry, section: bytes, shape: tuple[int, int],
             or mode not in _MODES or width not in _WIDTHS
             or not isinstance(nonfinite, int) or not 0 <= nonfinite <= values_n
             or (nonfinite and not step > 0) or not isinstance(table_size, int)
-            or not (1 <= table_size <= _PALETTE_MAX if mode == "palette" else table_size == 0)):
+            or not (1 <= table_size <= _PALETTE_MAX if mode == "palette" else table_size == 0)
+            or not (lag in _LAGS if mode == "delta" else lag == 0)):
         raise WireFormatError(f"bad coding entry {entry!r} for field {name!r}")
     mask_bytes = (values_n + 7) // 8 if nonfinite else 0
     special_bytes = nonfinite * dtype.itemsize
@@ -197,7 +232,7 @@ def _decode_field(name: str, entry, section: bytes, shape: tuple[int, int],
     else:
         ints = _unzigzag(_from_planes(coded, width, values_n)).reshape(n, count)
         if mode == "delta":
-            ints = np.cumsum(ints, axis=0, dtype=np.int64)
+            ints = _lag_sum(ints, lag)
     if step == 0:
         return ints.astype(f"<i{dtype.itemsize}").view(dtype)
     column = (ints.astype(np.float64) * step).astype(dtype)
