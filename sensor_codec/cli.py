@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("sensor_codec.bench.cli", "rate-distortion benchmark of codecs"),
     "launch": ("sensor_codec.graph_cli", "run the compress pipeline node graph (no ros2 launch needed)"),
     "demo": ("sensor_codec.demo", "the main job: synthetic drive through encoder and decoder nodes"),
+    "train": ("sensor_codec.learned.train_cli", "train the learned backbone or camera codec"),
+    "export": ("sensor_codec.learned.export_cli", "release a trained model: safetensors, ONNX, model card"),
 }
 
 

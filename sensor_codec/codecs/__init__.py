@@ -8,7 +8,8 @@ __all__ = ["CLASSICAL_MODEL_ID", "Codec", "Param", "codec_class", "codec_names",
 
 # Modules whose import registers built-in codecs. Learned codecs import their
 # heavy runtimes (torch, onnxruntime) lazily inside the codec, not here.
-_BUILTIN_MODULES = ("camera", "lidar", "radar", "lossless", "x265", "lidar_learned", "radar_learned")
+_BUILTIN_MODULES = ("camera", "lidar", "radar", "lossless", "x265", "lidar_learned", "radar_learned",
+                    "camera_learned")
 _loaded = False
 
 

@@ -1,0 +1,191 @@
+"""Compress / decompress with a released learned camera codec, on any backend.
+
+``LearnedCameraRuntime.compress(rgb, level)`` returns the byte sections and the
+small metadata dict; ``decompress(sections, metadata)`` returns the decoded
+RGB frame and the semantic map the decoder regenerates from it (the backbone
+run on the decoded picture, published as ``mono8``).
+
+Sections (all little-endian)::
+
+    0  z   : ANS words (uint32) of the hyper latent, frozen per-channel tables
+    1  y   : ANS words of round(y - mean), tables chosen by the integer hyper-synthesis
+    2  qmap: ANS words of the 32x32-block quality levels (uniform table)
+    3  escapes: int32 values outside table support, z's first (count in metadata "ze")
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import CodecError, InvalidFrameError, WireFormatError
+from ..wire import check_image_shape
+from .backbone_meta import TAP_STRIDE
+from .entropy import Z_LIMIT, HyperLayer, TableCoder, hyper_synthesis_int
+from .importance import QMAP_BLOCK, QMAP_LEVELS, Importance, load_importance
+from .release import ModelRelease, resolve_release
+from .runtime import BackboneRunner, make_backend
+
+log = logging.getLogger(__name__)
+
+PAD_MULTIPLE = 64
+LATENT_STRIDE = 16
+HYPER_STRIDE = 64
+NEUTRAL_QMAP_LEVEL = 2
+
+
+@dataclass
+class Compressed:
+    sections: list[bytes]
+    metadata: dict
+    semantic: np.ndarray  # the encoder-side semantic map (H, W) uint8
+
+
+def _pad_to(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Edge-pad the last two axes up to (height, width)."""
+    pads = [(0, 0)] * (array.ndim - 2) + [(0, height - array.shape[-2]), (0, width - array.shape[-1])]
+    return np.pad(array, pads, mode="edge")
+
+
+class LearnedCameraRuntime:
+    """A released camera codec + its backbone on one backend ("auto", "onnxruntime", "torch")."""
+
+    def __init__(self, model: str | None = None, backend: str = "auto", *, threads: int = 0,
+                 models: str | None = None, release: ModelRelease | None = None,
+                 importance: Importance | None = None) -> None:
+        self.release = release or resolve_release("camera", model, models)
+        manifest = self.release.manifest
+        self.backbone = BackboneRunner(manifest["backbone"], backend, threads=threads,
+                                       models=str(self.release.folder))
+        self.backend = make_backend(self.release, backend, threads)
+        self.backend_name = self.backend.name
+        tensors = self.release.load_tensors()
+        self.latent_channels = int(manifest["latent_channels"])
+        self.layers = []
+        i = 0
+        while f"entropy.hs{i}.weight" in tensors:
+            flags = tensors[f"entropy.hs{i}.flags"]
+            self.layers.append(HyperLayer(weight=tensors[f"entropy.hs{i}.weight"].astype(np.float64),
+                                          bias=tensors[f"entropy.hs{i}.bias"].astype(np.float64),
+                                          upsample=bool(flags[0]), relu=bool(flags[1])))
+            i += 1
+        self.gain = tensors["entropy.gain"]
+        self.inv_gain = tensors["entropy.inv_gain"]
+        self.qmap_gains = tensors["entropy.qmap_gains"]
+        self.z_scale_index = tensors["entropy.z_scale_index"].astype(np.int64)
+        self.coder = TableCoder(tensors["entropy.freqs"], tensors["entropy.halves"])
+        self.importance = importance or load_importance()
+        self.levels = int(self.gain.shape[0])
+
+    @property
+    def model_id(self) -> str:
+        return self.release.model_id
+
+    # ------------------------------------------------------------------ helpers
+    def _gain_maps(self, level: int, qmap: np.ndarray, inverse: bool) -> np.ndarray:
+        """(1, M, h16, w16) float32 gain (or inverse gain) map for a (h32, w32) level map."""
+        spatial = self.qmap_gains[qmap].repeat(2, axis=0).repeat(2, axis=1)
+        vector = self.inv_gain[level] if inverse else self.gain[level]
+        if inverse:
+            return (vector[:, None, None] / spatial[None])[None].astype(np.float32)
+        return (vector[:, None, None] * spatial[None])[None].astype(np.float32)
+
+    def _qmap_model(self):
+        import constriction
+
+        return constriction.stream.model.Categorical(np.ones(QMAP_LEVELS, dtype=np.float64), perfect=False)
+
+    def _encode_qmap(self, qmap: np.ndarray) -> bytes:
+        import constriction
+
+        coder = constriction.stream.stack.AnsCoder()
+        coder.encode_reverse(qmap.reshape(-1).astype(np.int32), self._qmap_model())
+        return coder.get_compressed().astype("<u4").tobytes()
+
+    def _decode_qmap(self, data: bytes, shape: tuple[int, int]) -> np.ndarray:
+        import constriction
+
+        if len(data) % 4:
+            raise WireFormatError(f"quality-map section of {len(data)} bytes is not whole 32-bit words")
+        coder = constriction.stream.stack.AnsCoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+        return np.asarray(coder.decode(self._qmap_model(), shape[0] * shape[1]),
+                          dtype=np.int64).reshape(shape)
+
+    @staticmethod
+    def padded_shape(height: int, width: int) -> tuple[int, int]:
+        return (-(-height // PAD_MULTIPLE) * PAD_MULTIPLE, -(-width // PAD_MULTIPLE) * PAD_MULTIPLE)
+
+    # ------------------------------------------------------------------ API
+    def compress(self, rgb: np.ndarray, level: int, *, semantic_allocation: bool = True) -> Compressed:
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise InvalidFrameError(f"learned camera codec takes HxWx3 uint8 RGB, got {rgb.dtype} {rgb.shape}")
+        if not 0 <= level < self.levels:
+            raise InvalidFrameError(f"quality level {level} outside 0..{self.levels - 1}")
+        height, width = rgb.shape[:2]
+        if height < 16 or width < 16:
+            raise InvalidFrameError(f"image {width}x{height} is too small; the learned codec needs >= 16x16")
+        hp, wp = self.padded_shape(height, width)
+        seg = self.backbone.segment(rgb)
+        image = _pad_to(rgb.transpose(2, 0, 1), hp, wp)[None].astype(np.float32) / np.float32(255.0)
+        tap = _pad_to(seg.tap, hp // TAP_STRIDE, wp // TAP_STRIDE)[None].astype(np.float32)
+        if semantic_allocation:
+            qmap = _pad_to(self.importance.quality_levels(seg.semantic), hp // QMAP_BLOCK, wp // QMAP_BLOCK)
+        else:
+            qmap = np.full((hp // QMAP_BLOCK, wp // QMAP_BLOCK), NEUTRAL_QMAP_LEVEL, dtype=np.uint8)
+        y, z = self.backend.run("encoder", {"image": image, "tap": tap,
+                                            "gain": self._gain_maps(level, qmap, inverse=False)})
+        z_int = np.clip(np.rint(z[0]), -Z_LIMIT, Z_LIMIT).astype(np.int64)
+        z_tables = np.broadcast_to(self.z_scale_index[:, None, None], z_int.shape)
+        z_words, z_escapes = self.coder.encode(z_int, z_tables)
+        mean, scale_index = hyper_synthesis_int(z_int, self.layers, self.latent_channels)
+        symbols = np.rint(y[0].astype(np.float64) - mean).astype(np.int64)
+        y_words, y_escapes = self.coder.encode(symbols, scale_index)
+        escapes = np.concatenate([z_escapes, y_escapes]).astype("<i4")
+        metadata = {"h": height, "w": width, "q": level, "ze": int(len(z_escapes)),
+                    "sa": int(semantic_allocation)}
+        sections = [z_words, y_words, self._encode_qmap(qmap), escapes.tobytes()]
+        return Compressed(sections=sections, metadata=metadata, semantic=seg.semantic)
+
+    def decode_latents(self, sections: list[bytes], metadata: dict) -> tuple[np.ndarray, np.ndarray, int]:
+        """(y_hat (M, h16, w16) float64, qmap (h32, w32), level): the bit-exact part of decoding."""
+        if len(sections) != 4:
+            raise WireFormatError(f"learned camera payload needs 4 sections, has {len(sections)}")
+        height, width, level, z_escape_count = (metadata.get(k) for k in ("h", "w", "q", "ze"))
+        for key, value in (("h", height), ("w", width), ("q", level), ("ze", z_escape_count)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise WireFormatError(f"metadata {key!r} must be a non-negative integer, got {value!r}")
+        check_image_shape(height, width, 3)
+        if height < 16 or width < 16:
+            raise WireFormatError(f"image size {width}x{height} is below the codec's 16x16 minimum")
+        if level >= self.levels:
+            raise WireFormatError(f"quality level {level} outside 0..{self.levels - 1}")
+        if len(sections[3]) % 4:
+            raise WireFormatError(f"escape section of {len(sections[3])} bytes is not whole int32 values")
+        escapes = np.frombuffer(sections[3], dtype="<i4").astype(np.int64)
+        if z_escape_count > len(escapes):
+            raise WireFormatError(f"metadata claims {z_escape_count} z escapes, section holds {len(escapes)}")
+        hp, wp = self.padded_shape(height, width)
+        z_shape = (len(self.z_scale_index), hp // HYPER_STRIDE, wp // HYPER_STRIDE)
+        z_tables = np.broadcast_to(self.z_scale_index[:, None, None], z_shape)
+        z_int = self.coder.decode(sections[0], z_tables, escapes[:z_escape_count])
+        if np.abs(z_int).max(initial=0) > Z_LIMIT:
+            raise WireFormatError(f"hyper latent outside +-{Z_LIMIT}: corrupted payload")
+        mean, scale_index = hyper_synthesis_int(z_int, self.layers, self.latent_channels)
+        symbols = self.coder.decode(sections[1], scale_index, escapes[z_escape_count:])
+        qmap = self._decode_qmap(sections[2], (hp // QMAP_BLOCK, wp // QMAP_BLOCK))
+        return symbols + mean, qmap, level
+
+    def decompress(self, sections: list[bytes], metadata: dict, *, with_semantic: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+        y_hat, qmap, level = self.decode_latents(sections, metadata)
+        (image,) = self.backend.run("decoder", {"y_hat": y_hat[None].astype(np.float32),
+                                                "inv_gain": self._gain_maps(level, qmap, inverse=True)})
+        height, width = metadata["h"], metadata["w"]
+        rgb = np.rint(image[0, :, :height, :width] * 255.0).clip(0, 255).astype(np.uint8)
+        rgb = np.ascontiguousarray(rgb.transpose(1, 2, 0))
+        if image.shape[2] < height or image.shape[3] < width:
+            raise CodecError(f"decoder produced {image.shape[3]}x{image.shape[2]} for a {width}x{height} frame")
+        semantic = self.backbone.segment(rgb).semantic if with_semantic else None
+        return rgb, semantic
