@@ -17,7 +17,8 @@ from sensor_codec.errors import ConfigError, InvalidFrameError, UnknownCodecErro
 from sensor_codec.frames import IMAGE_ENCODINGS, CameraFrame, Modality, PointCloudFrame
 from sensor_codec.wire import unpack
 
-CODEC_MODALITIES = [(name, m) for name in codec_names() for m in sorted(codec_class(name).modalities)]
+CODEC_MODALITIES = [(name, m) for name in codec_names()
+                    for m in sorted(codec_class(name).modalities)]
 IMAGE_CODECS = ("jpeg", "webp", "avif", "jpegxl")
 
 
@@ -243,7 +244,8 @@ def test_draco_error_within_quantisation_bound_and_order_kept(bits, make_lidar):
 
 def test_draco_takes_single_point_empty_and_all_nan_clouds():
     one = PointCloudFrame.from_arrays("lidar", x=np.array([1.5], np.float32),
-                                      y=np.array([-2.0], np.float32), z=np.array([0.25], np.float32))
+                                      y=np.array([-2.0], np.float32),
+                                      z=np.array([0.25], np.float32))
     np.testing.assert_allclose(decode(encode(one, "draco")).xyz(), one.xyz(), atol=1e-6)
     empty = PointCloudFrame.from_arrays("lidar", x=np.zeros(0, np.float32),
                                         y=np.zeros(0, np.float32), z=np.zeros(0, np.float32))

@@ -16,8 +16,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import zstandard
 import pytest
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
