@@ -66,7 +66,8 @@ def _decompress_exact(data: bytes, expected: int) -> bytes:
         # max_output_size says: check that size first.
         declared = zstandard.get_frame_parameters(data).content_size
         if declared not in (expected, zstandard.CONTENTSIZE_UNKNOWN):
-            raise WireFormatError(f"zstd stream declares {declared} bytes, metadata says {expected}")
+            raise WireFormatError(
+                f"zstd stream declares {declared} bytes, metadata says {expected}")
         out = zstandard.ZstdDecompressor().decompress(data, max_output_size=expected)
     except zstandard.ZstdError as exc:
         raise WireFormatError(f"zstd stream is corrupt: {exc}") from None
