@@ -36,6 +36,7 @@ from ..pointcloud.entropy import (SideReader, SideWriter, StreamReader, StreamWr
 from ..pointcloud.rangeimage import coded_order, estimate_beams, ring_field, spherical
 from ..pointcloud.semantic import CLASS_FIELD, bounds_for_classes, load_class_bounds
 from ..wire import Container, meta_get
+from .streams import zstd_decompress_exact
 from .base import Codec, Param, empty_cloud_from_meta, point_layout_meta, register_codec
 
 INTENSITY_NAMES = ("intensity", "reflectance", "reflectivity", "i")
@@ -299,12 +300,7 @@ class RangeCodeLidar(Codec):
         raw_len = meta_get(meta, "raw_bytes")
         raw = b""
         if raw_len:
-            try:
-                raw = zstandard.ZstdDecompressor().decompress(c.sections[2], max_output_size=raw_len)
-            except zstandard.ZstdError as exc:
-                raise WireFormatError(f"raw section is corrupt: {exc}") from None
-            if len(raw) != raw_len:
-                raise WireFormatError(f"raw section has {len(raw)} bytes, metadata says {raw_len}")
+            raw = zstd_decompress_exact(c.sections[2], raw_len, "raw section")
         raw_pos = 0
 
         def take_raw(dtype, count):

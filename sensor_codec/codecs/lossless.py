@@ -12,6 +12,7 @@ import zstandard
 from ..errors import WireFormatError
 from ..frames import IMAGE_ENCODINGS, CameraFrame, Modality, PointCloudFrame
 from ..wire import Container, check_image_shape, meta_get
+from .streams import zstd_decompress_exact
 from .base import Codec, Param, camera_meta, empty_cloud_from_meta, point_layout_meta, register_codec
 
 
@@ -50,27 +51,10 @@ class ZstdCodec(Codec):
             records, height, width = empty_cloud_from_meta(c.metadata, c.modality)
             if expected != records.nbytes:
                 raise WireFormatError(f"raw size {expected} does not match the point layout")
-        raw = _decompress_exact(c.sections[0], expected)
+        raw = zstd_decompress_exact(c.sections[0], expected, "zstd section")
         if c.modality == Modality.CAMERA:
             shape = (h, w) if ch == 1 else (h, w, ch)
             pixels = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
             return CameraFrame(pixels.astype(dtype), enc, c.stamp_ns, c.frame_id)
         records = np.frombuffer(raw, dtype=records.dtype).copy()
         return PointCloudFrame(records, c.modality, height, width, c.stamp_ns, c.frame_id)
-
-
-def _decompress_exact(data: bytes, expected: int) -> bytes:
-    """Decompress, refusing to produce more than the declared size."""
-    try:
-        # python-zstandard allocates the size a frame header declares, whatever
-        # max_output_size says: check that size first.
-        declared = zstandard.get_frame_parameters(data).content_size
-        if declared not in (expected, zstandard.CONTENTSIZE_UNKNOWN):
-            raise WireFormatError(
-                f"zstd stream declares {declared} bytes, metadata says {expected}")
-        out = zstandard.ZstdDecompressor().decompress(data, max_output_size=expected)
-    except zstandard.ZstdError as exc:
-        raise WireFormatError(f"zstd stream is corrupt: {exc}") from None
-    if len(out) != expected:
-        raise WireFormatError(f"zstd stream gave {len(out)} bytes, metadata says {expected}")
-    return out

@@ -32,6 +32,7 @@ from ..pointcloud.entropy import (StreamReader, StreamWriter, adaptive_cost_bits
                                   period_residual, read_adaptive, undo_period_residual,
                                   write_adaptive)
 from ..wire import Container, meta_get
+from .streams import zstd_decompress_exact
 from .base import Codec, Param, empty_cloud_from_meta, point_layout_meta, register_codec
 
 POSITION_NAMES = ("x", "y", "z", "range", "r")
@@ -144,13 +145,7 @@ class RadarAdaptiveCodec(Codec):
         raw_len = meta_get(c.metadata, "raw_bytes")
         raw = b""
         if raw_len:
-            try:
-                raw = zstandard.ZstdDecompressor().decompress(c.sections[1],
-                                                              max_output_size=raw_len)
-            except zstandard.ZstdError as exc:
-                raise WireFormatError(f"raw section is corrupt: {exc}") from None
-            if len(raw) != raw_len:
-                raise WireFormatError(f"raw section has {len(raw)} bytes, metadata says {raw_len}")
+            raw = zstd_decompress_exact(c.sections[1], raw_len, "raw section")
         pos = 0
         reader = StreamReader(c.sections[0])
         decoded: dict[str, np.ndarray] = {}

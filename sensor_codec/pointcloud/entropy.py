@@ -153,13 +153,27 @@ def _encode_uniform(enc, chunk: np.ndarray, width: np.ndarray) -> None:
     enc.encode(chunk, Uniform(), sizes)
 
 
+class _CheckedDecoder:
+    """constriction reports data that cannot come from the model with an
+    AssertionError; a damaged payload must surface as a WireFormatError."""
+
+    def __init__(self, decoder) -> None:
+        self._decoder = decoder
+
+    def decode(self, *args):
+        try:
+            return self._decoder.decode(*args)
+        except (AssertionError, ValueError) as exc:
+            raise WireFormatError(f"range-coded section is corrupt: {exc}") from None
+
+
 class StreamReader:
     """Mirror of ``StreamWriter``: same calls, same order, same contexts."""
 
     def __init__(self, data: bytes) -> None:
         if len(data) % 4:
             raise WireFormatError(f"range-coded section has {len(data)} bytes, not a multiple of 4")
-        self.dec = RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+        self.dec = _CheckedDecoder(RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32)))
         self.cache = ModelCache()
 
     def read(self, count: int, contexts: np.ndarray | None, table: np.ndarray) -> np.ndarray:
