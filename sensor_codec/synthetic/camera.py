@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
-from .raycast import GROUND_HIT, NO_HIT, RayGrid, cast, surface_hits
-from .scene import Label, Scene, unpack_rgba
+from .raycast import (BOX, CYLINDER, ELLIPSOID, RayGrid, box_hit, cast, cylinder_hit,
+                      ellipsoid_hit, surface_hits)
+from .scene import KERB_HEIGHT, Label, Scene, unpack_rgba
 
 SUN_DIRECTION = np.array([-0.35, 0.45, 0.82]) / np.linalg.norm([-0.35, 0.45, 0.82])
 SUN_RGB = np.array([1.0, 0.96, 0.88], dtype=np.float32) * 0.95
@@ -142,13 +143,19 @@ class CameraRenderer:
 
     def blocks(self, centers_rel: np.ndarray):
         """Screen rectangle of every primitive that can be visible, as
-        ``(index, row0, row1, col0, col1)``: the projection of its bounding
-        box clipped at the near plane, so boxes beside or partly behind the
-        camera still get an exact bound."""
-        prims = self.scene.prims
-        lo, hi = prims.aabb(centers_rel)
+        ``(index, row0, row1, col0, col1)``."""
+        lo, hi = self.scene.prims.aabb(centers_rel)
+        return self.screen_rects(lo, hi)
+
+    def screen_rects(self, lo: np.ndarray, hi: np.ndarray, candidates: np.ndarray | None = None):
+        """Screen rectangles of axis-aligned boxes (camera-centred world
+        coordinates): the projection of each box clipped at the near plane, so
+        boxes beside or partly behind the camera still get an exact bound."""
         nearest = np.linalg.norm(np.clip(0.0, lo, hi), axis=1)
-        keep = np.flatnonzero(nearest < self.far_m)
+        keep = nearest < self.far_m
+        if candidates is not None:
+            keep &= candidates
+        keep = np.flatnonzero(keep)
         lo, hi = lo[keep], hi[keep]
         bits = np.arange(8)
         corners = np.stack([np.where(bits & 1, hi[:, None, 0], lo[:, None, 0]),
@@ -200,6 +207,7 @@ class CameraRenderer:
         counts = np.bincount(flat_ids + 2, minlength=len(prims) + 2)
         starts = np.concatenate([[0], np.cumsum(counts)])
         inv_f = np.float32(1.0 / self.camera.fx)
+        sunlit = self._ground_sunlight(centers_rel, cam_pos, flat_ids, flat_t, order, starts)
 
         sky = order[starts[1]:starts[2]]
         colour[:, sky] = self.sky[:, sky]
@@ -215,7 +223,7 @@ class CameraRenderer:
             x = cam_pos[0] + tg * d[0]
             y = cam_pos[1] + tg * d[1]
             rgba = scene.ground_rgba(x, y, footprint)
-            colour[:, ground] = self._shade(rgba, _UP, rng_m)
+            colour[:, ground] = self._shade(rgba, _UP, rng_m, sunlit[ground])
             labels[ground] = Label.ROAD
 
         for k in np.flatnonzero(counts[2:]):
@@ -229,7 +237,7 @@ class CameraRenderer:
             cos_inc = np.abs(n[0] * d[0] + n[1] * d[1] + n[2] * d[2]) / length
             footprint = rng_m * inv_f / np.maximum(cos_inc, np.float32(0.05))
             rgba = scene.surface_rgba(int(k), hits, footprint)
-            colour[:, pix] = self._shade(rgba, n, rng_m)
+            colour[:, pix] = self._shade(rgba, n, rng_m, sunlit[pix])
             labels[pix] = prims.label[k]
 
         image = colour.reshape(3, h, w)
@@ -238,13 +246,67 @@ class CameraRenderer:
         rgb = self._to_uint8(image, noise_seed)
         return CameraImage(rgb=rgb, labels=labels.reshape(h, w), depth=depth, ids=ids)
 
+    def _ground_sunlight(self, centers_rel, cam_pos, flat_ids, flat_t, order, starts):
+        """1 where a pixel sees sunlight, 0 where a shadow falls on it.
+
+        Shadows are cast on the road and pavement tops only (where they
+        matter most for the look of a street): each such pixel sends a ray
+        towards the sun, tested against the primitives whose shadow can
+        reach the pixel's screen area. All shadow rays share one direction,
+        so the same slab and quadric tests as for camera rays apply.
+        """
+        scene, prims = self.scene, self.scene.prims
+        h, w = self.camera.height, self.camera.width
+        sunlit = np.ones(h * w, dtype=np.float32)
+        receivers = np.full((3, h * w), np.nan, dtype=np.float32)
+        pieces = [order[starts[0]:starts[1]]]
+        for k in scene.pavement_ids:
+            pix = order[starts[k + 2]:starts[k + 3]]
+            z = flat_t[pix] * self.dirs_flat[2, pix]
+            pieces.append(pix[np.abs(z + np.float32(cam_pos[2] - KERB_HEIGHT)) < 2e-3])
+        pix = np.concatenate(pieces)
+        if not len(pix):
+            return sunlit
+        receivers[:, pix] = self.dirs_flat[:, pix] * flat_t[pix]
+        receivers = receivers.reshape(3, h, w)
+        # Casters: everything but the pavement, whose shadow region (from
+        # the ground up to kerb height) can hold receivers.
+        sun = SUN_DIRECTION
+        lo, hi = prims.aabb(centers_rel)
+        ground = -cam_pos[2]
+        reach = np.maximum(hi[:, 2] - ground, 0.0) / sun[2]
+        shadow_lo = np.stack([lo[:, 0] + np.minimum(0.0, -reach * sun[0]),
+                              lo[:, 1] + np.minimum(0.0, -reach * sun[1]),
+                              np.full(len(lo), ground)], axis=1)
+        shadow_hi = np.stack([hi[:, 0] + np.maximum(0.0, -reach * sun[0]),
+                              hi[:, 1] + np.maximum(0.0, -reach * sun[1]),
+                              np.full(len(lo), ground + KERB_HEIGHT + 0.01)], axis=1)
+        casters = np.ones(len(prims), dtype=bool)
+        casters[scene.pavement_ids] = False
+        shadow = np.zeros((h, w), dtype=bool)
+        sun32 = sun.astype(np.float32)
+        for k, r0, r1, c0, c1 in self.screen_rects(shadow_lo, shadow_hi, casters):
+            block = receivers[:, r0:r1, c0:c1]
+            center = centers_rel[k].astype(np.float32)
+            o = [block[i] - center[i] for i in range(3)]
+            d = list(sun32)
+            if not prims.axis_aligned[k]:
+                rt = prims.rotation[k].T.astype(np.float32)
+                o = [rt[i, 0] * o[0] + rt[i, 1] * o[1] + rt[i, 2] * o[2] for i in range(3)]
+                d = list(rt @ sun32)
+            t = _SHADOW_TESTS[prims.kind[k]](o, d, prims.half[k].astype(np.float32))
+            shadow[r0:r1, c0:c1] |= t < np.inf
+        sunlit[shadow.reshape(-1)] = 0.0
+        return sunlit
+
     @staticmethod
-    def _shade(rgba: np.ndarray, normal: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    def _shade(rgba: np.ndarray, normal: np.ndarray, distance: np.ndarray,
+               sunlit: np.ndarray) -> np.ndarray:
         """Lit, hazy colour (3, n) from albedo rows of ``rgba`` and (3, n) normals."""
         sun = normal[0] * np.float32(SUN_DIRECTION[0])
         sun += normal[1] * np.float32(SUN_DIRECTION[1])
         sun += normal[2] * np.float32(SUN_DIRECTION[2])
-        np.maximum(sun, 0, out=sun)
+        sun = np.maximum(sun, 0) * sunlit
         sky = np.float32(0.55) + np.float32(0.45) * normal[2]
         fog = np.exp(distance.astype(np.float32) * np.float32(-1 / HAZE_DISTANCE_M))
         out = np.empty((3, len(distance)), dtype=np.float32)
@@ -271,32 +333,41 @@ class CameraRenderer:
             noise = rng.random(value.shape, dtype=np.float32)
             noise += rng.random(value.shape, dtype=np.float32)
             noise -= np.float32(1.0)
-            noise *= _TONE_SIGMA[index]
+            # Shot noise grows with the square root of the signal.
+            sigma = np.sqrt(value)
+            sigma *= _SHOT_NOISE
+            sigma += _NOISE_FLOOR
+            noise *= sigma
             value += noise
         value += np.float32(0.5)
         np.clip(value, 0, 255, out=value)
         return np.ascontiguousarray(value.astype(np.uint8).transpose(1, 2, 0))
 
 
+_SHADOW_TESTS = {BOX: box_hit, CYLINDER: cylinder_hit, ELLIPSOID: ellipsoid_hit}
 _TONE_STEPS = 4096
 _TONE_VALUE = (np.power(np.linspace(0.0, 1.0, _TONE_STEPS), 1 / 2.2) * 255.0).astype(np.float32)
-# Standard deviation per tone, scaled for triangular noise (variance 1/6).
-_TONE_SIGMA = ((1.0 + 0.12 * np.sqrt(_TONE_VALUE)) * np.sqrt(6.0)).astype(np.float32)
+# Noise standard deviation 1 + 0.12 sqrt(value) grey levels, scaled for
+# triangular noise (the sum of two uniforms minus 1 has variance 1/6).
+_NOISE_FLOOR = np.float32(1.0 * np.sqrt(6.0))
+_SHOT_NOISE = np.float32(0.12 * np.sqrt(6.0))
 _UP = np.array([[0.0], [0.0], [1.0]], dtype=np.float32)
 
 
 def _blur121(image: np.ndarray) -> np.ndarray:
     """Separable [1 2 1]/4 blur (optics) of a planar (C, H, W) image, edges
-    replicated."""
+    replicated: (a + 2b + c) / 4 computed as ((a + b) + (b + c)) / 4 from one
+    array of neighbour sums per axis."""
+    return _blur_axis(_blur_axis(image, 1), 2)
+
+
+def _blur_axis(x: np.ndarray, axis: int) -> np.ndarray:
+    x = np.moveaxis(x, axis, 0)
     quarter = np.float32(0.25)
-    out = image * np.float32(0.5)
-    out[:, 1:] += image[:, :-1] * quarter
-    out[:, :-1] += image[:, 1:] * quarter
-    out[:, 0] += image[:, 0] * quarter
-    out[:, -1] += image[:, -1] * quarter
-    res = out * np.float32(0.5)
-    res[:, :, 1:] += out[:, :, :-1] * quarter
-    res[:, :, :-1] += out[:, :, 1:] * quarter
-    res[:, :, 0] += out[:, :, 0] * quarter
-    res[:, :, -1] += out[:, :, -1] * quarter
-    return res
+    pair = x[:-1] + x[1:]
+    out = np.empty_like(x)
+    np.add(pair[:-1], pair[1:], out=out[1:-1])
+    out[1:-1] *= quarter
+    out[0] = np.float32(0.75) * x[0] + quarter * x[1]
+    out[-1] = np.float32(0.75) * x[-1] + quarter * x[-2]
+    return np.moveaxis(out, 0, axis)

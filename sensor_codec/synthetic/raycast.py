@@ -256,7 +256,8 @@ class SurfaceHits:
     face_size: np.ndarray  # (2, n) width and height of the face in metres
 
 
-_FACE_UV_TABLE = np.array(_FACE_UV, dtype=np.int64).T  # (4, 6)
+_U_SIGN = np.array([f[1] for f in _FACE_UV], dtype=np.float64)
+_V_SIGN = np.array([f[3] for f in _FACE_UV], dtype=np.float64)
 
 
 def surface_hits(prims: PrimitiveSet, k: int, center: np.ndarray, origin: np.ndarray | None,
@@ -281,14 +282,19 @@ def surface_hits(prims: PrimitiveSet, k: int, center: np.ndarray, origin: np.nda
     n = len(t)
     if kind == BOX:
         r0, r1, r2 = (np.abs(local[i]) * (1 / half[i]) for i in range(3))
-        axis = np.where(r0 >= r1, np.where(r0 >= r2, 0, 2), np.where(r1 >= r2, 1, 2))
-        negative = np.choose(axis, local) < 0
-        face = (2 * axis + negative).astype(np.int8)
+        axis = np.where(r0 >= r1, np.where(r0 >= r2, 0, 2), np.where(r1 >= r2, 1, 2)).astype(np.int8)
+        x_face, z_face = axis == 0, axis == 2
+        along = np.where(x_face, local[0], np.where(z_face, local[2], local[1]))
+        face = 2 * axis + (along < 0)
         normal_local = FACE_NORMALS.T.astype(dtype)[:, face]
-        ua, us, va, vs = (row[face] for row in _FACE_UV_TABLE)
-        uv = np.stack([us * np.choose(ua, local) + half[ua],
-                       vs * np.choose(va, local) + half[va]]).astype(dtype, copy=False)
-        size = np.stack([2 * half[ua], 2 * half[va]])
+        # u runs along y on x faces, else along x; v along y on z faces, else z.
+        u_local = np.where(x_face, local[1], local[0])
+        v_local = np.where(z_face, local[1], local[2])
+        u_half = np.where(x_face, half[1], half[0])
+        v_half = np.where(z_face, half[1], half[2])
+        uv = np.stack([_U_SIGN.astype(dtype)[face] * u_local + u_half,
+                       _V_SIGN.astype(dtype)[face] * v_local + v_half])
+        size = np.stack([2 * u_half, 2 * v_half])
     elif kind == CYLINDER:
         radius, half_height = half[0], half[2]
         on_cap = np.abs(local[2]) >= half_height * (1 - 1e-4) - 1e-4

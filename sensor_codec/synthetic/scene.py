@@ -595,6 +595,7 @@ class Scene:
         self.materials = MATERIALS
         # Per material, the texture object of each face.
         self._face_textures = [[self.textures[name] for name in m.faces] for m in MATERIALS]
+        self.pavement_ids = np.flatnonzero(self.prims.material == MATERIAL_INDEX["pavement"])
         self.material_rcs = np.array([m.rcs_dbsm for m in MATERIALS])
         self.material_radar_p = np.array([m.radar_p for m in MATERIALS])
 
