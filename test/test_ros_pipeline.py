@@ -23,6 +23,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,15 +34,18 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2 Python client) cannot 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.logging import get_logger  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2  # noqa: E402
 
 from sensor_codec import graph, graph_cli  # noqa: E402
+from sensor_codec.bag.io import write_frames  # noqa: E402
+from sensor_codec.errors import ConfigError  # noqa: E402
 from sensor_codec.frames import CameraFrame, Modality, PointCloudFrame  # noqa: E402
 from sensor_codec.messages import (frame_to_image, frame_to_pointcloud2,  # noqa: E402
                                    header_stamp_ns, image_to_frame, pointcloud2_to_frame,
-                                   rclpy_types)
+                                   rclpy_types, rosbags_types)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -249,7 +253,7 @@ def pipeline(tmp_path_factory):
     spinner.start()
 
     p = Pipeline(tmp)
-    p.node, p.inbox, p.env = node, inbox, env
+    p.node, p.inbox, p.env, p.config = node, inbox, env, config
     try:
         for spec in graph.pipeline_graph(config):
             p.start(spec.name, graph_cli.node_command(spec), env)
@@ -430,6 +434,120 @@ def test_malformed_payloads_are_counted_and_skipped(pipeline):
     pipeline.node.destroy_publisher(publisher)
 
 
+def _write_bag(path: Path, frames: range, storage: str = "sqlite3") -> None:
+    """The seeded camera and lidar frames, 50 ms apart, as a rosbag."""
+    types = rosbags_types()
+    items = []
+    for k in frames:
+        items.append(("/" + CAMERA, stamp_of(k), frame_to_image(camera_frame(k), types)))
+        items.append(("/" + LIDAR, stamp_of(k), frame_to_pointcloud2(lidar_frame(k), types)))
+    write_frames(path, items, storage)
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_bag_replay_through_the_pipeline(pipeline, storage):
+    """bag_player (its own process) replays a bag into the encoder; the
+    decoded frames equal the recorded ones and keep the recorded headers."""
+    first = 20 if storage == "sqlite3" else 30
+    frames = range(first, first + 3)
+    bag = pipeline.tmp / f"replay_{storage}"
+    _write_bag(bag, frames, storage)
+    # As the graph runs it beside an encoder: waiting for the encoder's subscriptions.
+    spec = graph.pipeline_graph(pipeline.config, decoder=False, bag=bag, rate=4.0,
+                                topics=["/" + CAMERA, "/" + LIDAR])[0]
+    assert spec.arguments[-4:] == ["--wait-topics", "/" + CAMERA, "/" + LIDAR, "/" + RADAR]
+    player = subprocess.run(graph_cli.node_command(spec), env=pipeline.env,
+                            capture_output=True, text=True, timeout=60)
+    assert player.returncode == 0, player.stderr
+    assert "Traceback" not in player.stderr
+    wanted = {stamp_of(k) for k in frames}
+    ok = pipeline.inbox.wait_for(lambda m: all(
+        wanted <= {header_stamp_ns(x.header) for x in m[t + "/decoded"]} for t in (CAMERA, LIDAR)))
+    assert ok, f"replayed frames did not come out decoded\n{player.stderr}\n{pipeline.log_text()}"
+    cameras = pipeline.inbox.by_stamp(CAMERA + "/decoded")
+    lidars = pipeline.inbox.by_stamp(LIDAR + "/decoded")
+    for k in frames:
+        np.testing.assert_array_equal(image_to_frame(cameras[stamp_of(k)]).pixels,
+                                      camera_frame(k).pixels)
+        got = pointcloud2_to_frame(lidars[stamp_of(k)], Modality.LIDAR).points
+        np.testing.assert_array_equal(got["ring"], lidar_frame(k).points["ring"])
+    assert "published {'/sensors/cam': 3, '/sensors/lidar': 3}" in player.stderr
+
+
+class FakePublisher:
+    def __init__(self, log, stop, stop_after):
+        self.log, self.stop, self.stop_after = log, stop, stop_after
+
+    def publish(self, data):
+        self.log.append((time.monotonic(), data))
+        if len(self.log) >= self.stop_after:
+            self.stop.set()
+
+    def get_subscription_count(self):
+        return 1
+
+
+class FakeNode:
+    """Enough of rclpy's Node for BagPlayer: publishers that record."""
+
+    def __init__(self, stop, stop_after):
+        self.published, self.types = [], {}
+        self.stop, self.stop_after = stop, stop_after
+
+    def create_publisher(self, msg_type, topic, qos):
+        self.types[topic] = msg_type
+        return FakePublisher(self.published, self.stop, self.stop_after)
+
+    def get_logger(self):
+        return get_logger("test_bag_player")
+
+
+def test_bag_player_keeps_recorded_timing_scaled_by_rate_and_loops(tmp_path):
+    from sensor_codec.bag.io import read_messages
+    from sensor_codec.nodes.bag_player import BagPlayer
+
+    bag = tmp_path / "timing"
+    types = rosbags_types()
+    # Three camera frames 0.2 s apart; replayed at x4: 0.05 s apart.
+    write_frames(bag, [("/" + CAMERA, k * 200_000_000, frame_to_image(camera_frame(k), types))
+                       for k in range(3)])
+    recorded = [m.data for m in read_messages(bag)]
+    stop = threading.Event()
+    node = FakeNode(stop, stop_after=7)
+    player = BagPlayer(node, bag, None)
+    assert node.types == {"/" + CAMERA: Image}
+    started = time.monotonic()
+    player.play(rate=4.0, loop=True, stop=stop)
+    times = [t - started for t, _ in node.published]
+    # Raw CDR bytes as recorded, in order, looping: 0 1 2 0 1 2 0.
+    assert [d for _, d in node.published] == [recorded[i] for i in (0, 1, 2, 0, 1, 2, 0)]
+    # Never early: each message waits for its recorded offset / rate, counted
+    # from the start of its pass (the second pass starts after the third message).
+    for i in range(3):
+        assert times[i] >= 0.05 * i
+        assert times[i + 3] - times[2] >= 0.05 * i
+    assert times[2] < 5.0  # and not absurdly late
+    assert player.published == {"/" + CAMERA: 7}
+
+    with pytest.raises(ConfigError, match="no topic"):
+        BagPlayer(FakeNode(stop, 1), bag, ["/missing"])
+
+
+def test_bag_player_refuses_a_missing_bag(tmp_path):
+    from sensor_codec.nodes import bag_player
+
+    env = {**os.environ, "ROS_DOMAIN_ID": str(DOMAIN_ID), "ROS_LOG_DIR": str(tmp_path),
+           "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    result = subprocess.run([sys.executable, "-m", "sensor_codec.nodes.bag_player",
+                             str(tmp_path / "nope")], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+    with pytest.raises(SystemExit) as exc:
+        bag_player.build_parser().parse_args([str(tmp_path), "--rate", "0"])
+    assert exc.value.code == 2
+
+
 def test_sigint_stops_every_process_cleanly(pipeline):
     for name in (graph.ENCODER_NAME, graph.DECODER_NAME):
         pipeline.procs[name].send_signal(signal.SIGINT)
@@ -445,6 +563,77 @@ def test_sigint_stops_every_process_cleanly(pipeline):
         assert "Traceback" not in text, text
     for name in (graph.ENCODER_NAME, graph.DECODER_NAME):
         assert "stopping" in pipeline.logs[name].read_text()
+
+
+# --- sensor-codec launch with the real nodes ---------------------------------------------
+
+LAUNCH_DOMAIN_ID = 49  # away from the pipeline fixture's nodes
+
+
+def _launch(tmp_path: Path, encoder_params: str) -> tuple[subprocess.Popen, queue.Queue]:
+    config = tmp_path / "launch.yaml"
+    config.write_text("sensor_codec_encoder:\n  ros__parameters:\n"
+                      "    camera_topics: [launch/cam]\n" + encoder_params)
+    env = {**os.environ, "ROS_DOMAIN_ID": str(LAUNCH_DOMAIN_ID),
+           "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_LOG_DIR": str(tmp_path / "log"),
+           "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "sensor_codec.cli", "launch", "--config",
+                             str(config)], env=env, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue = queue.Queue()
+
+    def read():
+        for line in proc.stderr:
+            lines.put(line)
+        lines.put(None)
+    threading.Thread(target=read, daemon=True).start()
+    return proc, lines
+
+
+def _read_until(lines: queue.Queue, wanted: list[str], timeout: float = 60.0) -> str:
+    """Output lines until every wanted text has appeared (or the output ends)."""
+    seen, missing = [], list(wanted)
+    deadline = time.monotonic() + timeout
+    while missing:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        seen.append(line)
+        missing = [w for w in missing if w not in "".join(seen)]
+    assert not missing, f"never saw {missing} in:\n{''.join(seen)}"
+    return "".join(seen)
+
+
+def test_sensor_codec_launch_runs_and_stops_the_graph(tmp_path):
+    proc, lines = _launch(tmp_path, "")
+    try:
+        _read_until(lines, ["sensor_codec_encoder]: launch/cam -> launch/cam/sensor_codec",
+                            "sensor_codec_decoder]: launch/cam/sensor_codec -> launch/cam/decoded"])
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        output = "".join(iter(lines.get, None))  # the rest, up to the end of the output
+        assert output.count("]: stopping") == 2, output
+        assert "Traceback" not in output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_sensor_codec_launch_fails_when_a_node_fails(tmp_path):
+    proc, lines = _launch(tmp_path, "    camera:\n      quality: 300\n")
+    try:
+        assert proc.wait(timeout=60) == 1
+        output = "".join(iter(lines.get, None))
+        assert "invalid configuration" in output and "camera.quality" in output
+        assert "sensor_codec_encoder exited with code 1" in output
+        assert "Traceback" not in output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["publish"]:
