@@ -316,6 +316,50 @@ def test_run_benchmark_on_clouds_and_summary():
             < rows[("grid", "max_error=0.01", "lidar")]["bits_per_point"])
 
 
+def test_a_codec_for_several_modalities_gets_a_summary_row_each():
+    frames = [runner.BenchFrame(lidar_frame(seed=1), "l"), runner.BenchFrame(radar_frame(), "r")]
+    result = runner.run_benchmark(frames, runner.parse_codec_specs(["zstd"]))
+    rows = {r["modality"]: r for r in result.summary()}
+    assert set(rows) == {"lidar", "radar"}
+    assert rows["lidar"]["points"] == 16 * 64 and rows["radar"]["points"] == 60
+    assert rows["radar"]["field_max_error"]["track_id"] == 0.0
+
+
+def test_compare_codecs_reports_what_it_cannot_compute():
+    def row(codec, bpp, psnr, modality="camera"):
+        return {"codec": codec, "modality": modality, "bpp": bpp, "psnr": psnr,
+                "ms_ssim_db": None}
+    summary = ([row("jpeg", r, q) for r, q in zip(RATES, PSNRS)]
+               + [row("fast", r * 0.8, q) for r, q in zip(RATES, PSNRS)]
+               + [row("png", 12.0, math.inf)]
+               + [row("far", r * 10, q) for r, q in zip(RATES, PSNRS)]
+               + [{"codec": "grid", "modality": "lidar", "bits_per_point": 10.0,
+                   "d1_psnr": 90.0}])
+    fast = bdrate.compare_codecs(summary, "jpeg", "fast")
+    assert [r["quality"] for r in fast] == ["psnr", "ms_ssim_db"]
+    assert fast[0]["bd_rate_percent"] == pytest.approx(-20.0, abs=0.5)
+    assert fast[0]["bd_quality"] > 0 and "bd_rate_error" in fast[1]
+    lossless = bdrate.compare_codecs(summary, "jpeg", "png")[0]
+    assert "png has 0 point(s)" in lossless["bd_rate_error"]
+    far = bdrate.compare_codecs(summary, "jpeg", "far")[0]  # same PSNRs at 10x the rate
+    assert far["bd_rate_percent"] == pytest.approx(900.0, rel=1e-6)
+    assert "overlap in rate" in far["bd_quality_error"]
+    assert bdrate.compare_codecs(summary, "jpeg", "grid") == []  # no shared modality
+
+
+def test_synthetic_source_yields_matched_frames():
+    frames = list(runner.synthetic_frames(2, seed=1, camera_size=(64, 48), lidar_beams=8,
+                                          lidar_columns=128))
+    assert [f.frame_key for f in frames] == ["camera#0", "lidar#0", "radar#0",
+                                             "camera#1", "lidar#1", "radar#1"]
+    assert frames[0].frame.pixels.shape == (48, 64, 3)
+    assert [f.frame.modality for f in frames[:3]] == [Modality.CAMERA, Modality.LIDAR,
+                                                      Modality.RADAR]
+    result = runner.run_benchmark(frames, runner.parse_codec_specs(["grid:max_error=0.02"]))
+    assert len(result.records) == 2 and all(r["max_error"] <= 0.02 for r in result.records)
+    assert {s["modality"] for s in result.skipped} == {"camera", "radar"}
+
+
 def test_run_benchmark_skips_frames_a_codec_refuses():
     rgba = CameraFrame(np.zeros((8, 8, 4), np.uint8), "rgba8")
     result = runner.run_benchmark([runner.BenchFrame(rgba, "a")],

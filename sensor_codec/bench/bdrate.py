@@ -53,15 +53,19 @@ def _log_rates(rates: Sequence[float], what: str) -> np.ndarray:
     return np.log(r)
 
 
-def _mean_difference(x_anchor, y_anchor, x_test, y_test, what: str) -> float:
+def _mean_difference(x_anchor, y_anchor, x_test, y_test, what: str,
+                     x_is_log_rate: bool = False) -> float:
     """Mean of (test(x) - anchor(x)) over the x range both curves cover."""
     xa, ya = _curve(x_anchor, y_anchor, f"{what} anchor")
     xt, yt = _curve(x_test, y_test, f"{what} test")
     lo, hi = max(xa[0], xt[0]), min(xa[-1], xt[-1])
     if hi <= lo:
+        show = math.exp if x_is_log_rate else float
+        axis = "rate" if x_is_log_rate else "quality"
         raise ConfigError(
-            f"{what}: the curves do not overlap (anchor spans {xa[0]:.4g}..{xa[-1]:.4g}, "
-            f"test spans {xt[0]:.4g}..{xt[-1]:.4g}); sweep settings until they do")
+            f"{what}: the curves do not overlap in {axis} (anchor spans "
+            f"{show(xa[0]):.4g}..{show(xa[-1]):.4g}, test spans {show(xt[0]):.4g}.."
+            f"{show(xt[-1]):.4g}); sweep settings until they do")
     fa, ft = PchipInterpolator(xa, ya), PchipInterpolator(xt, yt)
     return (ft.integrate(lo, hi) - fa.integrate(lo, hi)) / (hi - lo)
 
@@ -78,7 +82,8 @@ def bd_quality(anchor_rates: Sequence[float], anchor_quality: Sequence[float],
                test_rates: Sequence[float], test_quality: Sequence[float]) -> float:
     """Average quality difference (e.g. BD-PSNR in dB) of test vs anchor at equal rate."""
     return _mean_difference(_log_rates(anchor_rates, "BD-PSNR anchor"), anchor_quality,
-                            _log_rates(test_rates, "BD-PSNR test"), test_quality, "BD-PSNR")
+                            _log_rates(test_rates, "BD-PSNR test"), test_quality, "BD-PSNR",
+                            x_is_log_rate=True)
 
 
 bd_psnr = bd_quality
@@ -112,32 +117,38 @@ def summary_curve(summary: Sequence[dict], codec: str, rate_key: str,
 
 
 def compare_codecs(summary: Sequence[dict], anchor: str, test: str) -> list[dict]:
-    """BD-rate and BD-quality of ``test`` against ``anchor`` on every metric both have.
+    """BD-rate and BD-quality of ``test`` against ``anchor`` on every metric of
+    every modality both codecs were run on.
 
-    Rows whose curves cannot be compared (fewer than 2 lossy points, no
-    quality overlap) carry an ``error`` string instead of numbers.
+    A delta that cannot be computed (fewer than 2 lossy points, no overlap in
+    quality for BD-rate or in rate for BD-quality) is given as an
+    ``bd_rate_error`` / ``bd_quality_error`` string instead of a number.
     """
     out = []
     for modality, rate_key, quality_key in BD_METRICS:
-        a = summary_curve([r for r in summary if r.get("modality") == modality],
-                          anchor, rate_key, quality_key)
-        t = summary_curve([r for r in summary if r.get("modality") == modality],
-                          test, rate_key, quality_key)
-        if not a[0] and not t[0]:
+        rows = [r for r in summary if r.get("modality") == modality]
+        if not any(r["codec"] == anchor for r in rows) or not any(r["codec"] == test
+                                                                  for r in rows):
             continue
+        a = summary_curve(rows, anchor, rate_key, quality_key)
+        t = summary_curve(rows, test, rate_key, quality_key)
         row = {"anchor": anchor, "test": test, "modality": modality, "rate": rate_key,
                "quality": quality_key}
         short = [f"{name} has {len(c[0])}" for name, c in ((anchor, a), (test, t))
                  if len(c[0]) < 2]
         if short:
-            row["error"] = (f"{' and '.join(short)} point(s) of finite {quality_key} "
-                            "(lossless points have infinite quality); a BD curve needs 2+")
+            row["bd_rate_error"] = row["bd_quality_error"] = (
+                f"{' and '.join(short)} point(s) of finite {quality_key} (lossless points "
+                "have infinite quality); a BD curve needs 2+")
             out.append(row)
             continue
         try:
             row["bd_rate_percent"] = bd_rate(a[0], a[1], t[0], t[1])
+        except ConfigError as exc:
+            row["bd_rate_error"] = str(exc)
+        try:
             row["bd_quality"] = bd_quality(a[0], a[1], t[0], t[1])
         except ConfigError as exc:
-            row["error"] = str(exc)
+            row["bd_quality_error"] = str(exc)
         out.append(row)
     return out

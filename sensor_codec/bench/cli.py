@@ -187,10 +187,10 @@ def format_table(summary: list[dict]) -> str:
 def format_bd_rates(rows: list[dict]) -> str:
     out = ["Bjontegaard deltas (pchip; negative BD-rate = test needs fewer bits):"]
     for r in rows:
-        what = f"  {r['test']} vs {r['anchor']} on {r['quality']} vs {r['rate']}: "
-        if "error" in r:
-            out.append(what + f"n/a ({r['error']})")
-        else:
-            out.append(what + f"BD-rate {r['bd_rate_percent']:+.2f} %, "
-                       f"BD-{r['quality']} {r['bd_quality']:+.3f}")
+        rate = (f"BD-rate {r['bd_rate_percent']:+.2f} %" if "bd_rate_percent" in r
+                else f"BD-rate n/a ({r['bd_rate_error']})")
+        quality = (f"BD-{r['quality']} {r['bd_quality']:+.3f}" if "bd_quality" in r
+                   else f"BD-{r['quality']} n/a ({r['bd_quality_error']})")
+        out.append(f"  {r['test']} vs {r['anchor']} on {r['quality']} vs {r['rate']}: "
+                   f"{rate}, {quality}")
     return "\n".join(out) + "\n\n"

@@ -210,29 +210,16 @@ def bag_frames(path: str | Path, topics: Sequence[str] | None = None,
                        + (f" on {list(topics)}" if topics else ""))
 
 
-def synthetic_frames(limit: int | None = 10, seed: int = 0) -> Iterator[BenchFrame]:
-    """Camera, lidar and radar frames of the built-in synthetic drive; ``limit``
-    counts drive steps (default 10)."""
-    try:
-        from ..synthetic.drive import SyntheticDrive
-    except ImportError as exc:
-        raise ConfigError(
-            f"the synthetic source needs sensor_codec.synthetic.drive: {exc}") from None
-    drive = SyntheticDrive(seed=seed)
-    for step, sample in enumerate(drive.frames(limit if limit is not None else 10)):
-        for name, frame in _named_frames(sample):
-            yield BenchFrame(frame, f"{name}#{step}")
-
-
-def _named_frames(sample) -> list[tuple[str, Frame]]:
-    """(name, frame) pairs from one synthetic drive step (a mapping or a sequence)."""
-    if isinstance(sample, dict):
-        return [(str(k), v) for k, v in sample.items()
-                if isinstance(v, (CameraFrame, PointCloudFrame))]
-    if isinstance(sample, (CameraFrame, PointCloudFrame)):
-        return [(sample.frame_id or sample.modality.label, sample)]
-    return [(f.frame_id or f.modality.label, f) for f in sample
-            if isinstance(f, (CameraFrame, PointCloudFrame))]
+def synthetic_frames(limit: int | None = 10, seed: int = 0,
+                     **drive_options: Any) -> Iterator[BenchFrame]:
+    """Matched camera (rgb8), lidar and radar frames of the built-in synthetic
+    drive (``SyntheticDrive.frames``); ``limit`` counts steps (default 10).
+    ``drive_options`` go to ``SyntheticDrive`` (e.g. ``camera_size``)."""
+    from ..synthetic.drive import SyntheticDrive
+    drive = SyntheticDrive(seed=seed, **drive_options)
+    for step, sample in enumerate(drive.frames(10 if limit is None else limit)):
+        for sensor, frame in sample.items():
+            yield BenchFrame(frame, f"{sensor}#{step}")
 
 
 # --- the run -------------------------------------------------------------------------
@@ -327,18 +314,18 @@ def _mean(values: list[float]) -> float | None:
 
 
 def summarise(records: Iterable[dict]) -> list[dict]:
-    """One row per (codec, setting), in first-seen order.
+    """One row per (codec, setting, modality), in first-seen order.
 
     Rates are totals over frames (bpp = all bits / all pixels, bits per point =
     all bits / all points); PSNR, MS-SSIM, Chamfer, D1 and times are means of
     the per-frame values; ``max_error`` and per-field errors are maxima;
     ``mean_error`` is the point-weighted mean.
     """
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in records:
-        groups.setdefault((r["codec"], r["setting"]), []).append(r)
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in records:  # a codec for several modalities gets a row per modality
+        groups.setdefault((r["codec"], r["setting"], r["modality"]), []).append(r)
     rows = []
-    for (codec, setting), rs in groups.items():
+    for (codec, setting, _), rs in groups.items():
         total_bytes = sum(r["bytes"] for r in rs)
         raw = sum(r["raw_bytes"] for r in rs)
         row: dict[str, Any] = {"codec": codec, "setting": setting, "settings": rs[0]["settings"],
