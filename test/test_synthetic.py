@@ -91,7 +91,8 @@ def test_rotated_box_hit_and_normal():
 def _stream(seed):
     d = SyntheticDrive(seed=seed, duration_s=0.2, camera_size=(96, 64), lidar_beams=16,
                        lidar_columns=256)
-    return [(topic, stamp, f.pixels.tobytes() if topic.startswith("/camera") else f.points.tobytes())
+    return [(topic, stamp,
+             f.pixels.tobytes() if topic.startswith("/camera") else f.points.tobytes())
             for topic, stamp, f in d]
 
 
@@ -356,7 +357,8 @@ def test_synth_command_writes_bag_and_calibration(tmp_path, capsys):
     assert calib["camera"]["width"] == 64 and calib["lidar"]["beams"] == 16
     expected = SyntheticDrive(seed=3, duration_s=0.25, camera_size=(64, 48), lidar_beams=16,
                               lidar_columns=128)
-    np.testing.assert_allclose(calib["T_lidar_to_camera"], expected.calibration()["T_lidar_to_camera"])
+    np.testing.assert_allclose(calib["T_lidar_to_camera"],
+                               expected.calibration()["T_lidar_to_camera"])
     written = list(read_messages(bag))
     reference = list(expected)
     assert [(m.topic, m.timestamp_ns) for m in written] == [(t, s) for t, s, _ in reference]

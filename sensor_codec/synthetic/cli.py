@@ -27,7 +27,8 @@ def parse_size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ConfigError(f"camera size must be WIDTHxHEIGHT like 1920x1080, got {text!r}") from None
+        raise ConfigError(
+            f"camera size must be WIDTHxHEIGHT like 1920x1080, got {text!r}") from None
     if not (16 <= width <= 8192 and 16 <= height <= 8192):
         raise ConfigError(f"camera size {width}x{height} is outside 16..8192 pixels per side")
     return width, height

@@ -79,7 +79,8 @@ class SyntheticDrive:
                  camera_fov_deg: float = 70.0, organised_lidar: bool = False,
                  semantic: bool = True, noise: bool = True, camera_sync: bool = True,
                  sensors=SENSORS, start_ns: int = DEFAULT_START_NS):
-        for name, rate in (("camera_hz", camera_hz), ("lidar_hz", lidar_hz), ("radar_hz", radar_hz)):
+        rates = {"camera_hz": camera_hz, "lidar_hz": lidar_hz, "radar_hz": radar_hz}
+        for name, rate in rates.items():
             if not (isinstance(rate, (int, float)) and np.isfinite(rate) and rate > 0):
                 raise ConfigError(f"{name} must be a positive rate in Hz, got {rate!r}")
         try:
@@ -93,7 +94,9 @@ class SyntheticDrive:
             raise ConfigError(f"start_ns must be non-negative, got {start_ns}")
         self.seed = int(seed)
         self.duration_s = float(duration_s)
-        self.camera_hz, self.lidar_hz, self.radar_hz = float(camera_hz), float(lidar_hz), float(radar_hz)
+        self.camera_hz = float(camera_hz)
+        self.lidar_hz = float(lidar_hz)
+        self.radar_hz = float(radar_hz)
         self.semantic = semantic
         self.noise = noise
         self.organised_lidar = organised_lidar
@@ -183,7 +186,8 @@ class SyntheticDrive:
             else:
                 yield TOPIC_RADAR, event.stamp_ns, self.radar_scan(event.index).frame
 
-    def frames(self, steps: int | None = None) -> Iterator[dict[str, CameraFrame | PointCloudFrame]]:
+    def frames(self, steps: int | None = None
+               ) -> Iterator[dict[str, CameraFrame | PointCloudFrame]]:
         """Per step (one camera frame), the camera image and the latest lidar
         sweep and radar cycle at or before it: ``{"camera", "lidar", "radar"}``.
         For tools that want matched samples rather than a message stream."""

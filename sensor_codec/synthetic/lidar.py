@@ -26,8 +26,8 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..frames import Modality, PointCloudFrame
-from .raycast import GROUND_HIT, NO_HIT, RayGrid, cast, sphere_window, surface_hits
-from .scene import Label, Scene, unpack_rgba
+from .raycast import NO_HIT, RayGrid, cast, sphere_window, surface_hits
+from .scene import Label, Scene
 
 
 def hdl64_elevations() -> np.ndarray:
@@ -155,7 +155,8 @@ class LidarRenderer:
             objects, inverse = np.unique(prims.object_id[moving], return_inverse=True)
             centres = prims.centers_at(times)[moving] - ref
             counts = np.bincount(inverse)
-            mean = np.stack([np.bincount(inverse, centres[:, i]) / counts for i in range(2)], axis=1)
+            mean = np.stack([np.bincount(inverse, centres[:, i]) / counts for i in range(2)],
+                            axis=1)
             col = self._column_of(np.arctan2(mean[:, 1], mean[:, 0]))
             times[moving] = t0 + (col / self.spec.columns * period)[inverse]
         return times

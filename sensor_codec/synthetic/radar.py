@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..frames import Modality, PointCloudFrame
 from .raycast import GROUND_HIT, NO_HIT, RayGrid, cast, sphere_window, surface_hits
-from .scene import Scene
+from .scene import Label, Scene
 
 RADAR_FIELDS = ("x", "y", "z", "rcs", "v_r", "v_r_compensated", "time")
 
@@ -103,7 +103,8 @@ class RadarRenderer:
         c0 = np.where(full, 0, c0)
         c1 = np.where(full, w, c1)
         keep = (d_min <= self.spec.max_range_m) & (c1 > c0) & (r1 > r0) & (hi[:, 0] > 0)
-        return [(int(k), int(r0[k]), int(r1[k]), int(c0[k]), int(c1[k])) for k in np.flatnonzero(keep)]
+        return [(int(k), int(r0[k]), int(r1[k]), int(c0[k]), int(c1[k]))
+                for k in np.flatnonzero(keep)]
 
     def scan(self, t: float, *, noise_seed: int | tuple = 0, stamp_ns: int = 0,
              frame_id: str = "radar") -> RadarScan:
@@ -157,7 +158,8 @@ class RadarRenderer:
                + rng.normal(0, spec.rcs_noise_db, n))
         v_comp = np.einsum("in,in->n", v_target, u) + rng.normal(0, spec.velocity_noise_mps, n)
         v_r = v_comp - ego_v @ u
-        labels = np.where(ids_hit[chosen] == GROUND_HIT, 3, prims.label[np.maximum(ids_hit[chosen], 0)])
+        labels = np.where(ids_hit[chosen] == GROUND_HIT, int(Label.ROAD),
+                          prims.label[np.maximum(ids_hit[chosen], 0)])
         prim_ids = ids_hit[chosen]
 
         # Clutter: ghosts and debris, mostly static.

@@ -282,7 +282,8 @@ def surface_hits(prims: PrimitiveSet, k: int, center: np.ndarray, origin: np.nda
     n = len(t)
     if kind == BOX:
         r0, r1, r2 = (np.abs(local[i]) * (1 / half[i]) for i in range(3))
-        axis = np.where(r0 >= r1, np.where(r0 >= r2, 0, 2), np.where(r1 >= r2, 1, 2)).astype(np.int8)
+        axis = np.where(r0 >= r1, np.where(r0 >= r2, 0, 2), np.where(r1 >= r2, 1, 2))
+        axis = axis.astype(np.int8)
         x_face, z_face = axis == 0, axis == 2
         along = np.where(x_face, local[0], np.where(z_face, local[2], local[1]))
         face = 2 * axis + (along < 0)

@@ -84,7 +84,8 @@ class Texture:
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes ** 2)[:-1]]).astype(np.int64)
         # One uint32 per texel (R, G, B, A bytes, little-endian) so a lookup
         # is a single gather.
-        rgba8 = np.concatenate([np.round(lv * 255).astype(np.uint8).reshape(-1, 4) for lv in levels])
+        rgba8 = np.concatenate([np.round(lv * 255).astype(np.uint8).reshape(-1, 4)
+                                for lv in levels])
         self.flat = np.ascontiguousarray(rgba8).view("<u4").reshape(-1)
         self.mean = levels[-1].reshape(-1, 4).mean(axis=0)
 
@@ -201,7 +202,7 @@ def _glass_colour(rng, u, v, spacing, floor_h, z0, z1):
     height = np.clip((fv - z0) / (z1 - z0), 0, 1)
     base = 0.05 + 0.07 * height + 0.05 * variant
     rgb = base[..., None] * np.array([0.9, 1.0, 1.15])
-    curtains = (variant > 0.75)[..., None] * np.array([0.25, 0.22, 0.18]) * (1 - 0.4 * height)[..., None]
+    curtains = ((variant > 0.75) * (1 - 0.4 * height))[..., None] * np.array([0.25, 0.22, 0.18])
     return rgb + curtains
 
 
@@ -217,7 +218,8 @@ def _brick_facade(rng):
     rgb = np.where(mortar[..., None], np.array([0.55, 0.53, 0.48]), brick)
     rgb = rgb * (1 + 0.06 * _fractal(rng, s, 1.2))[..., None]
     glass, frame, _, fv = _windows(u, v, 3.0, 3.0, 0.9, 2.1, 0.9, 2.5, 0.07)
-    lintel = (~glass & ~frame) & (fv > 2.5) & (fv < 2.7) & (np.abs(_cells(u, v, 3.0, 3.0)[2] - 1.5) < 0.7)
+    centred = np.abs(_cells(u, v, 3.0, 3.0)[2] - 1.5) < 0.7
+    lintel = (~glass & ~frame) & (fv > 2.5) & (fv < 2.7) & centred
     rgb = np.where(lintel[..., None], np.array([0.6, 0.58, 0.52]), rgb)
     rgb = np.where(frame[..., None], np.array([0.8, 0.8, 0.78]), rgb)
     rgb = np.where(glass[..., None], _glass_colour(rng, u, v, 3.0, 3.0, 0.9, 2.5), rgb)
@@ -276,7 +278,8 @@ def _leaves(rng):
     fine = rng.random((s, s))
     shade = 0.65 + 0.25 * np.tanh(clumps) + 0.25 * (fine - 0.5)
     hue = _fractal(rng, s, 2.5)
-    rgb = shade[..., None] * (np.array([0.13, 0.26, 0.07]) + 0.03 * hue[..., None] * np.array([1.0, 0.4, -0.2]))
+    green = np.array([0.13, 0.26, 0.07]) + 0.03 * hue[..., None] * np.array([1.0, 0.4, -0.2])
+    rgb = shade[..., None] * green
     gaps = (clumps < -1.4)[..., None]
     rgb = np.where(gaps, rgb * 0.35, rgb)
     return _rgba(rgb, 0.28 + 0.05 * np.tanh(clumps))
@@ -327,7 +330,8 @@ def _sign_parking(rng):
     rgb = np.broadcast_to(np.array([0.03, 0.18, 0.55]), u.shape + (3,)).copy()
     rgb[border] = (0.85, 0.85, 0.85)
     stem = (u > 0.32) & (u < 0.44) & (v > 0.18) & (v < 0.82)
-    ring = (np.hypot((u - 0.47) / 1.2, v - 0.62) < 0.2) & (np.hypot((u - 0.47) / 1.2, v - 0.62) > 0.09) & (u > 0.38)
+    bowl = np.hypot((u - 0.47) / 1.2, v - 0.62)
+    ring = (bowl < 0.2) & (bowl > 0.09) & (u > 0.38)
     rgb[stem | ring] = (0.85, 0.85, 0.85)
     return _rgba(rgb, 0.92)
 
@@ -396,6 +400,23 @@ def _cloth(rng):
     return _rgba(grey[..., None] * np.ones(3), 0.3)
 
 
+def _person(rng):
+    """A standing person wrapped round a cylinder (u around, v up, normalised):
+    trousers, a shirt with arm seams, a belt; the tint colours the clothes."""
+    u, v = _grid(256, 1.0)
+    cloth = 0.6 * (1 + 0.05 * _fractal(rng, 256, 0.5) + 0.12 * np.tanh(_fractal(rng, 256, 2.5)))
+    rgb = cloth[..., None] * np.ones(3)
+    legs = v < 0.47
+    rgb[legs] = rgb[legs] * np.array([0.28, 0.3, 0.38])
+    gap = legs & (np.minimum(np.abs(u - 0.25), np.abs(u - 0.75)) < 0.015)
+    rgb[gap] *= 0.4
+    rgb[np.abs(v - 0.48) < 0.012] = (0.05, 0.04, 0.03)
+    arms = (v > 0.5) & (np.minimum(np.abs(u - 0.0), np.abs(u - 0.5)) < 0.03)
+    rgb[arms] *= 0.75
+    rgb[v < 0.04] = (0.05, 0.05, 0.05)  # shoes
+    return _rgba(rgb, 0.3)
+
+
 def _skin(rng):
     grey = 1 + 0.03 * _fractal(rng, 64, 1.0)
     return _rgba(grey[..., None] * np.array([0.62, 0.45, 0.36]), 0.3)
@@ -428,6 +449,7 @@ _TEXTURES = {
     "cabin_end": (lambda rng: _cabin(rng, False), None),
     "cloth": (_cloth, 1.0),
     "skin": (_skin, 1.0),
+    "person": (_person, None),
     "dark": (_dark, 1.0),
 }
 
@@ -472,15 +494,16 @@ MATERIALS: tuple[Material, ...] = (
     Material("glass_facade", Label.BUILDING, ("glass_facade",) * 4 + ("roof", "roof"), 10.0, 0.3),
     Material("pole", Label.POLE, _all("metal"), 4.0, 0.85),
     Material("sign_round", Label.SIGN_SYMBOL, ("metal", "sign_round") + ("metal",) * 4, 10.0, 0.9),
-    Material("sign_parking", Label.SIGN_SYMBOL, ("metal", "sign_parking") + ("metal",) * 4, 10.0, 0.9),
-    Material("car_body", Label.CAR, ("car_front", "car_rear", "car_side", "car_side", "paint", "dark"),
+    Material("sign_parking", Label.SIGN_SYMBOL, ("metal", "sign_parking") + ("metal",) * 4,
              10.0, 0.9),
+    Material("car_body", Label.CAR,
+             ("car_front", "car_rear", "car_side", "car_side", "paint", "dark"), 10.0, 0.9),
     Material("car_cabin", Label.CAR, ("cabin_end", "cabin_end", "cabin_side", "cabin_side",
                                       "paint", "dark"), 6.0, 0.6),
     Material("tree_trunk", Label.TREE, _all("bark"), -2.0, 0.4),
     Material("tree_crown", Label.TREE, _all("leaves"), -6.0, 0.15),
     Material("fence", Label.FENCE, _all("fence"), 0.0, 0.35),
-    Material("pedestrian", Label.PEDESTRIAN, _all("cloth"), -8.0, 0.6),
+    Material("pedestrian", Label.PEDESTRIAN, ("person",) + ("cloth",) * 5, -8.0, 0.6),
     Material("head", Label.PEDESTRIAN, _all("skin"), -12.0, 0.3),
     Material("bicycle", Label.BICYCLIST, _all("dark"), -3.0, 0.7),
     Material("rider", Label.BICYCLIST, _all("cloth"), -7.0, 0.6),
@@ -541,7 +564,8 @@ class _Builder:
     def add(self, kind, center, half, material, *, rotation=None, velocity=(0, 0, 0),
             tint=(1, 1, 1), obj=None):
         obj = self.new_object() if obj is None else obj
-        self.rows.append((kind, np.asarray(center, float), np.eye(3) if rotation is None else rotation,
+        rotation = np.eye(3) if rotation is None else rotation
+        self.rows.append((kind, np.asarray(center, float), rotation,
                           np.asarray(half, float), np.asarray(velocity, float),
                           MATERIAL_INDEX[material], MATERIALS[MATERIAL_INDEX[material]].label,
                           np.asarray(tint, float), obj))
@@ -572,7 +596,8 @@ class Scene:
     def __init__(self, seed: int = 0, duration_s: float = 10.0, *, ego: EgoMotion | None = None,
                  ahead_m: float = 350.0, behind_m: float = 150.0):
         if duration_s <= 0 or not np.isfinite(duration_s):
-            raise ConfigError(f"duration_s must be a positive number of seconds, got {duration_s!r}")
+            raise ConfigError(
+                f"duration_s must be a positive number of seconds, got {duration_s!r}")
         self.seed = int(seed)
         self.duration_s = float(duration_s)
         self.ego = ego or EgoMotion()
@@ -651,8 +676,9 @@ class Scene:
             height = rng.uniform(7.0, 9.0)
             y = side * 6.5
             obj = b.new_object()
-            b.add(CYLINDER, [x, y, KERB_HEIGHT + height / 2], [0.09, 0.09, height / 2], "pole", obj=obj)
-            b.add(BOX, [x, y - side * 0.9, KERB_HEIGHT + height - 0.1], [0.08, 0.9, 0.05], "pole", obj=obj)
+            top = KERB_HEIGHT + height
+            b.add(CYLINDER, [x, y, top - height / 2], [0.09, 0.09, height / 2], "pole", obj=obj)
+            b.add(BOX, [x, y - side * 0.9, top - 0.1], [0.08, 0.9, 0.05], "pole", obj=obj)
             b.add(BOX, [x, y - side * 1.7, KERB_HEIGHT + height - 0.2], [0.25, 0.12, 0.08], "pole",
                   obj=obj, tint=(0.6, 0.6, 0.6))
             x += rng.uniform(26, 36)
@@ -696,7 +722,8 @@ class Scene:
               rotation=rotation, velocity=velocity, tint=colour, obj=obj)
         cabin_len = length * rng.uniform(0.48, 0.58)
         shift = -0.1 * length
-        b.add(BOX, [x + shift * forward[0], y + shift * forward[1], clearance + body_h + cabin_h / 2],
+        cabin_z = clearance + body_h + cabin_h / 2
+        b.add(BOX, [x + shift * forward[0], y + shift * forward[1], cabin_z],
               [cabin_len / 2, width * 0.43, cabin_h / 2], "car_cabin",
               rotation=rotation, velocity=velocity, tint=colour, obj=obj)
         return length
@@ -724,7 +751,8 @@ class Scene:
             height = rng.uniform(1.45, 1.65)
             obj = b.new_object()
             tint = rng.uniform(0.2, 1.4, 3)
-            b.add(CYLINDER, [x, y, KERB_HEIGHT + height / 2], [0.22, 0.22, height / 2], "pedestrian",
+            b.add(CYLINDER, [x, y, KERB_HEIGHT + height / 2], [0.22, 0.22, height / 2],
+                  "pedestrian",
                   velocity=[speed, 0, 0], tint=tint, obj=obj)
             b.add(ELLIPSOID, [x, y, KERB_HEIGHT + height + 0.11], [0.1, 0.1, 0.12], "head",
                   velocity=[speed, 0, 0], obj=obj, tint=rng.uniform(0.7, 1.3) * np.ones(3))
@@ -777,10 +805,13 @@ class Scene:
         paint = line(np.abs(y), MARKING_HALF_WIDTH) * dashes
         paint = np.maximum(paint, line(np.abs(np.abs(y) - LANE_WIDTH), MARKING_HALF_WIDTH))
         if len(self.crossings):
-            nearest = self.crossings[np.clip(np.searchsorted(self.crossings, x), 1, len(self.crossings)) - 1]
-            other = self.crossings[np.clip(np.searchsorted(self.crossings, x), 0, len(self.crossings) - 1)]
-            dx = np.minimum(np.abs(x - nearest), np.abs(x - other))
-            stripes = line(np.abs(np.mod(y, 1.0) - 0.5), 0.25) * line(dx, 2.0) * (np.abs(y) < KERB_Y - 0.3)
+            count = len(self.crossings)
+            after = np.searchsorted(self.crossings, x)
+            before_x = self.crossings[np.clip(after, 1, count) - 1]
+            after_x = self.crossings[np.clip(after, 0, count - 1)]
+            dx = np.minimum(np.abs(x - before_x), np.abs(x - after_x))
+            on_road = np.abs(y) < KERB_Y - 0.3
+            stripes = line(np.abs(np.mod(y, 1.0) - 0.5), 0.25) * line(dx, 2.0) * on_road
             paint = np.maximum(paint, stripes)
         return paint
 
