@@ -129,14 +129,18 @@ class CameraRenderer:
         zenith = np.array([0.18, 0.32, 0.62], dtype=np.float32)[:, None]
         horizon = np.array([0.62, 0.70, 0.82], dtype=np.float32)[:, None]
         colour = horizon * (1 - grad) + zenith * grad
-        clouds_tex = self.scene.textures["leaves"]  # any tileable noise will do
-        azimuth = np.arctan2(unit[1], unit[0])
-        height = 1.0 / np.maximum(unit[2], 0.03)
-        cu = azimuth / np.pi * 0.6 * height ** 0.3
-        cv = 0.25 * height
-        noise = unpack_rgba(clouds_tex.sample(cu, cv, np.full(len(cu), 1 / 64)))[1]
-        cover = np.clip((noise - 0.055) * 18.0, 0.0, 1.0) * (elevation > 0.01)
-        return (colour * (1 - 0.7 * cover) + np.float32(0.9) * 0.7 * cover).astype(np.float32)
+        # Clouds on a plane high above: tile coordinates are the direction's
+        # intersection with it, so they shrink in perspective to the horizon.
+        clouds = self.scene.textures["clouds"]
+        up = np.maximum(unit[2], 0.02)
+        scale = 0.12
+        footprint = scale / (self.camera.fx * up * up)
+        cover = unpack_rgba(clouds.sample(scale * unit[0] / up, scale * unit[1] / up,
+                                          footprint))[0]
+        cover *= np.clip((unit[2] - 0.01) * 20.0, 0.0, 1.0)  # fade out into the haze
+        white = np.array([0.92, 0.92, 0.94], dtype=np.float32)[:, None]
+        shade = 1.0 - 0.25 * cover  # thick clouds are greyer underneath
+        return (colour * (1 - 0.85 * cover) + white * shade * 0.85 * cover).astype(np.float32)
 
     def position(self, t: float) -> np.ndarray:
         return self.scene.ego.position(t) + self.offset

@@ -422,6 +422,13 @@ def _skin(rng):
     return _rgba(grey[..., None] * np.array([0.62, 0.45, 0.36]), 0.3)
 
 
+def _clouds(rng):
+    """Cumulus-like cover: thresholded fractal noise (R = cover 0..1)."""
+    noise = _fractal(rng, 512, 2.6)
+    cover = np.clip((noise - 0.3) * 0.8, 0.0, 1.0)
+    return _rgba(cover[..., None] * np.ones(3), 0.0)
+
+
 def _dark(rng):
     grey = 0.06 + 0.01 * _fractal(rng, 64, 1.0)
     return _rgba(grey[..., None] * np.ones(3), 0.1)
@@ -451,6 +458,7 @@ _TEXTURES = {
     "skin": (_skin, 1.0),
     "person": (_person, None),
     "dark": (_dark, 1.0),
+    "clouds": (_clouds, 1.0),
 }
 
 
