@@ -90,9 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
                              "count (default %(default)s)")
     parser.add_argument("--lidar-columns", type=int, default=2048, metavar="N",
                         help="lidar firings per sweep (default %(default)s)")
-    parser.add_argument("--camera-hz", type=float, default=10.0, help="default %(default)s")
-    parser.add_argument("--lidar-hz", type=float, default=10.0, help="default %(default)s")
-    parser.add_argument("--radar-hz", type=float, default=13.0, help="default %(default)s")
+    parser.add_argument("--camera-hz", type=float, default=10.0, metavar="HZ",
+                        help="camera frame rate (default %(default)s)")
+    parser.add_argument("--lidar-hz", type=float, default=10.0, metavar="HZ",
+                        help="lidar sweeps per second (default %(default)s)")
+    parser.add_argument("--radar-hz", type=float, default=13.0, metavar="HZ",
+                        help="radar cycles per second (default %(default)s)")
     parser.add_argument("--organised-lidar", action="store_true",
                         help="keep the beams x columns grid, NaN where no return")
     parser.add_argument("--no-semantic", action="store_true",
