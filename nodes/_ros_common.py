@@ -21,13 +21,18 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType)
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.exceptions import InvalidTopicNameException, ParameterException
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.expand_topic_name import expand_topic_name
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_policy_name_from_kind)
 from rclpy.signals import SignalHandlerOptions
+from rclpy.validate_full_topic_name import validate_full_topic_name
+from rclpy.validate_topic_name import validate_topic_name
 
 from sensor_codec.codecs import Param
 from sensor_codec.errors import ConfigError, SensorCodecError
@@ -145,6 +150,25 @@ def qos_profile(reliability: str, depth: int) -> QoSProfile:
         raise ConfigError(f"qos.reliability {reliability!r} must be 'reliable' or 'best_effort'")
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=policy,
                       durability=DurabilityPolicy.VOLATILE)
+
+
+def qos_mismatch_callbacks(node: Node, topic: str, reliability: str, subscription: bool):
+    """Event callbacks that say which parameter to change when a peer on
+    ``topic`` cannot connect because of its QoS (a best-effort camera driver
+    and a reliable subscription, typically)."""
+    peer = "publisher" if subscription else "subscriber"
+
+    def warn(info) -> None:
+        policy = qos_policy_name_from_kind(info.last_policy_kind)
+        node.get_logger().warning(
+            f"{topic}: a {peer} with incompatible QoS ({policy}) cannot connect; this node uses "
+            f"qos.reliability={reliability}"
+            + ("; set qos.reliability:=best_effort to accept best-effort publishers"
+               if subscription and reliability == "reliable" else ""))
+
+    if subscription:
+        return SubscriptionEventCallbacks(incompatible_qos=warn)
+    return PublisherEventCallbacks(incompatible_qos=warn)
 
 
 COMMON_PARAMS = (
@@ -285,15 +309,19 @@ class DiagnosticsReporter:
 # --- topics -----------------------------------------------------------------------
 
 def check_topics(node: Node, topics: Iterable[str], what: str) -> list[str]:
-    """Resolve each topic name once, so a bad one fails at start-up with its name."""
+    """Check and expand each topic name, so a bad or repeated one fails at
+    start-up with its name (rclpy would fail later, less clearly)."""
     seen = {}
     for topic in topics:
         if not isinstance(topic, str) or not topic:
             raise ConfigError(f"{what}: empty topic name")
         try:
-            resolved = node.resolve_topic_name(topic)
-        except InvalidTopicNameException as exc:
-            raise ConfigError(f"{what}: invalid topic name {topic!r}: {exc}") from None
+            validate_topic_name(topic)
+            resolved = expand_topic_name(topic, node.get_name(), node.get_namespace())
+            validate_full_topic_name(resolved)
+        except (InvalidTopicNameException, ValueError) as exc:  # ValueError: bad {substitution}
+            reason = " ".join(str(exc).split())
+            raise ConfigError(f"{what}: invalid topic name {topic!r}: {reason}") from None
         if resolved in seen:
             raise ConfigError(f"{what}: topic {topic!r} is listed twice (as {seen[resolved]!r})")
         seen[resolved] = topic

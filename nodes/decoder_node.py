@@ -31,7 +31,7 @@ from sensor_codec.pipeline_stats import LogThrottle
 
 from ._ros_common import (COMMON_PARAMS, LOG_THROTTLE_S, DiagnosticsReporter, ParamSpec,
                           StoppableNode, TopicWorker, check_topics, declare_parameters,
-                          qos_profile, run_node, undeclared_overrides)
+                          qos_mismatch_callbacks, qos_profile, run_node, undeclared_overrides)
 
 # A publisher created on the first payload waits up to this long for the
 # subscribers already known on its topic to match, so that first frame is
@@ -57,10 +57,12 @@ def default_output_topic(input_topic: str) -> str:
 class LazyPublisher:
     """A publisher whose message type is that of the first message published."""
 
-    def __init__(self, node: StoppableNode, topic: str, qos, stop: threading.Event) -> None:
+    def __init__(self, node: StoppableNode, topic: str, qos, reliability: str,
+                 stop: threading.Event) -> None:
         self.node = node
         self.topic = topic
         self.qos = qos
+        self.reliability = reliability
         self.stop = stop
         self.publisher = None
         self.msg_type = None
@@ -68,7 +70,9 @@ class LazyPublisher:
     def publish(self, msg) -> None:
         if self.publisher is None:
             self.msg_type = type(msg)
-            self.publisher = self.node.create_publisher(self.msg_type, self.topic, self.qos)
+            self.publisher = self.node.create_publisher(
+                self.msg_type, self.topic, self.qos, event_callbacks=qos_mismatch_callbacks(
+                    self.node, self.topic, self.reliability, subscription=False))
             self._wait_for_known_subscribers()
         elif not isinstance(msg, self.msg_type):
             raise ConversionError(
@@ -86,8 +90,9 @@ class LazyPublisher:
 
 
 class DecoderNode(StoppableNode):
-    def __init__(self, node_name: str = DECODER_NAME) -> None:
-        super().__init__(node_name)
+    def __init__(self, node_name: str = DECODER_NAME, **node_options) -> None:
+        """``node_options`` go to rclpy's Node (context, parameter_overrides, ...)."""
+        super().__init__(node_name, **node_options)
         params = declare_parameters(self, PARAMS)
         for name in undeclared_overrides(self):
             self.get_logger().warning(f"ignoring parameter {name!r}: this node does not "
@@ -108,10 +113,13 @@ class DecoderNode(StoppableNode):
         self.workers: list[TopicWorker] = []
         self._output_of = {}
         for topic, output in zip(inputs, outputs):
-            sink = LazyPublisher(self, output, qos, self._stopping)
+            sink = LazyPublisher(self, output, qos, params["qos.reliability"], self._stopping)
             worker = TopicWorker(self, topic, params["queue_depth"], self._decode, sink.publish,
                                  throttle)
-            self.create_subscription(CompressedImage, topic, worker.offer, qos)
+            self.create_subscription(
+                CompressedImage, topic, worker.offer, qos,
+                event_callbacks=qos_mismatch_callbacks(self, topic, params["qos.reliability"],
+                                                       subscription=True))
             self.workers.append(worker)
             self._output_of[topic] = output
         self.diagnostics = DiagnosticsReporter(

@@ -35,7 +35,7 @@ from sensor_codec.pipeline_stats import LogThrottle
 
 from ._ros_common import (COMMON_PARAMS, LOG_THROTTLE_S, DiagnosticsReporter, ParamSpec,
                           StoppableNode, TopicWorker, check_topics, declare_parameters,
-                          qos_profile, run_node, undeclared_overrides)
+                          qos_mismatch_callbacks, qos_profile, run_node, undeclared_overrides)
 
 # The codec each modality uses unless configured otherwise.
 DEFAULT_CODECS = {Modality.CAMERA: "jpeg", Modality.LIDAR: "grid", Modality.RADAR: "radar_quant"}
@@ -56,8 +56,9 @@ def codec_param(modality: Modality) -> ParamSpec:
 
 
 class EncoderNode(StoppableNode):
-    def __init__(self, node_name: str = ENCODER_NAME) -> None:
-        super().__init__(node_name)
+    def __init__(self, node_name: str = ENCODER_NAME, **node_options) -> None:
+        """``node_options`` go to rclpy's Node (context, parameter_overrides, ...)."""
+        super().__init__(node_name, **node_options)
         params = declare_parameters(self, TOPIC_PARAMS + COMMON_PARAMS)
         self.codec_settings = {m: self._declare_codec(m) for m in Modality}
         self._refuse_unknown_parameters()
@@ -75,11 +76,17 @@ class EncoderNode(StoppableNode):
         for modality, topic in topics:
             name, settings = self.codec_settings[modality]
             codec = get_codec(name, **settings)  # one instance per worker thread
-            publisher = self.create_publisher(CompressedImage, topic + COMPRESSED_SUFFIX, qos)
+            output = topic + COMPRESSED_SUFFIX
+            publisher = self.create_publisher(
+                CompressedImage, output, qos, event_callbacks=qos_mismatch_callbacks(
+                    self, output, params["qos.reliability"], subscription=False))
             worker = TopicWorker(self, topic, params["queue_depth"],
                                  partial(self._encode, codec, modality), publisher.publish,
                                  throttle)
-            self.create_subscription(INPUT_TYPES[modality], topic, worker.offer, qos)
+            self.create_subscription(
+                INPUT_TYPES[modality], topic, worker.offer, qos,
+                event_callbacks=qos_mismatch_callbacks(self, topic, params["qos.reliability"],
+                                                       subscription=True))
             self.workers.append(worker)
             self._modality_of[topic] = modality
         self.diagnostics = DiagnosticsReporter(self, self.workers, params["diagnostics_period"],

@@ -403,12 +403,7 @@ def test_malformed_payloads_are_counted_and_skipped(pipeline):
     """A corrupt container and a foreign CompressedImage reach the decoder: it
     counts both, publishes nothing for them and keeps decoding."""
     publisher = pipeline.node.create_publisher(CompressedImage, CAMERA + "/sensor_codec", QOS)
-    matched = threading.Event()
-    for _ in range(1000):  # until the decoder's subscription has matched ours
-        if publisher.get_subscription_count() >= 1:
-            break
-        matched.wait(0.01)
-    assert publisher.get_subscription_count() >= 1
+    _wait_for_subscriber(publisher)
     corrupt = CompressedImage(format="sensor_codec/camera/png; v1; model=classical",
                               data=b"SCDC" + bytes(np.random.default_rng(5).integers(
                                   0, 256, 300, dtype=np.uint8)))
@@ -432,6 +427,41 @@ def test_malformed_payloads_are_counted_and_skipped(pipeline):
     frame_ids = {m.header.frame_id for m in pipeline.inbox.messages[CAMERA + "/decoded"]}
     assert frame_ids == {"cam_front"}  # nothing was published for the bad payloads
     pipeline.node.destroy_publisher(publisher)
+
+
+def test_bad_raw_messages_are_counted_by_the_encoder(pipeline):
+    """An unsupported encoding and a row step too short for the width: the
+    encoder counts both, publishes nothing for them and keeps encoding."""
+    publisher = pipeline.node.create_publisher(Image, CAMERA, QOS)
+    _wait_for_subscriber(publisher)
+    unsupported = Image(height=2, width=2, encoding="yuv422", step=4, data=bytes(8))
+    short_step = Image(height=4, width=4, encoding="rgb8", step=5, data=bytes(20))
+    for msg in (unsupported, short_step):
+        msg.header.frame_id = "bad"
+        publisher.publish(msg)
+    values = _latest_status(pipeline, f"{graph.ENCODER_NAME}: {CAMERA}",
+                            lambda v: int(v["errors"]) >= 2)
+    assert values["errors"] == "2"
+    assert "step 5" in values["last_error"]
+
+    k = FRAMES + 1
+    assert pipeline.command(f"frames {k} {k + 1}") == "frames done"
+    _wait_for_frames(pipeline, k, k + 1)
+    msg = pipeline.inbox.by_stamp(CAMERA + "/decoded")[stamp_of(k)]
+    np.testing.assert_array_equal(image_to_frame(msg).pixels, camera_frame(k).pixels)
+    assert {m.header.frame_id for m in pipeline.inbox.messages[CAMERA + "/sensor_codec"]} \
+        == {"cam_front", "corrupt", "foreign"}  # the last two: the decoder test's own
+    pipeline.node.destroy_publisher(publisher)
+
+
+def _wait_for_subscriber(publisher) -> None:
+    """Until the node under test has matched ``publisher`` (bounded)."""
+    matched = threading.Event()
+    for _ in range(1000):
+        if publisher.get_subscription_count() >= 1:
+            return
+        matched.wait(0.01)
+    pytest.fail(f"nobody subscribed to {publisher.topic_name}")
 
 
 def _write_bag(path: Path, frames: range, storage: str = "sqlite3") -> None:
@@ -533,6 +563,18 @@ def test_bag_player_keeps_recorded_timing_scaled_by_rate_and_loops(tmp_path):
         BagPlayer(FakeNode(stop, 1), bag, ["/missing"])
 
 
+def test_bag_player_main_takes_plain_arguments(tmp_path, monkeypatch, capfd):
+    """What ``sensor-codec bag replay`` calls: main(argv) in this process."""
+    from sensor_codec.nodes import bag_player
+
+    bag = tmp_path / "plain"
+    _write_bag(bag, range(40, 42), "mcap")
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(DOMAIN_ID + 1))
+    monkeypatch.setenv("ROS_LOG_DIR", str(tmp_path / "log"))
+    assert bag_player.main([str(bag), "--rate", "20", "--topics", "/" + LIDAR]) == 0
+    assert "done; published {'/sensors/lidar': 2}" in capfd.readouterr().err
+
+
 def test_bag_player_refuses_a_missing_bag(tmp_path):
     from sensor_codec.nodes import bag_player
 
@@ -563,6 +605,99 @@ def test_sigint_stops_every_process_cleanly(pipeline):
         assert "Traceback" not in text, text
     for name in (graph.ENCODER_NAME, graph.DECODER_NAME):
         assert "stopping" in pipeline.logs[name].read_text()
+
+
+# --- start-up checks (in this process: fast) ---------------------------------------------
+
+@pytest.mark.parametrize("overrides, message", [
+    ({}, "no input topics"),
+    ({"camera_topics": ["c"], "camera.codec": "nope"}, "'camera.codec' = 'nope' is not allowed"),
+    ({"camera_topics": ["c"], "camera.qualty": 5}, "not a setting of camera codec 'jpeg'"),
+    ({"camera_topics": ["c"], "camera.quality": 101}, "out of range"),
+    ({"camera_topics": ["c"], "camera.quality": 50.5}, "expecting type 'INTEGER'"),
+    ({"lidar_topics": ["l"], "lidar.max_error": 0.0}, "lidar.max_error"),
+    ({"camera_topics": ["c"], "lidar_topics": ["c"]}, "'c' is listed twice"),
+    ({"camera_topics": ["bad topic!"]}, "invalid topic name 'bad topic!'"),
+    ({"camera_topics": ["a//b"]}, "must not contain repeated"),
+    ({"camera_topics": ["c"], "qos.reliability": "sometimes"}, "reliable"),
+    ({"radar_topics": ["r"], "radar.codec": "radar_quant", "radar.resolutions": "x=abc"},
+     "resolution"),
+])
+def test_encoder_refuses_invalid_configuration(overrides, message):
+    from sensor_codec.nodes.encoder_node import EncoderNode
+
+    with pytest.raises(ConfigError, match=re.escape(message) if "'" in message else message):
+        _construct(EncoderNode, overrides)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({}, "no input_topics"),
+    ({"input_topics": ["a/sensor_codec", "b/sensor_codec"], "output_topics": ["x"]},
+     "output_topics has 1 entries for 2 input_topics"),
+    ({"input_topics": ["a/sensor_codec"], "queue_depth": 0}, "queue_depth"),
+])
+def test_decoder_refuses_invalid_configuration(overrides, message):
+    from sensor_codec.nodes.decoder_node import DecoderNode
+
+    with pytest.raises(ConfigError, match=message):
+        _construct(DecoderNode, overrides)
+
+
+def test_nodes_declare_described_read_only_parameters():
+    from sensor_codec.codecs import codec_class
+    from sensor_codec.nodes.decoder_node import DecoderNode, default_output_topic
+    from sensor_codec.nodes.encoder_node import EncoderNode
+
+    node = _construct(EncoderNode, {"camera_topics": ["c"], "lidar_topics": ["l"],
+                                    "lidar.codec": "grid", "lidar.max_error": 0.02})
+    try:
+        quality = node.describe_parameter("camera.quality")
+        assert quality.read_only and "codec jpeg" in quality.description
+        (table,) = [p for p in codec_class("jpeg").params if p.name == "quality"]
+        assert (quality.integer_range[0].from_value, quality.integer_range[0].to_value) == \
+            (table.min, table.max)
+        max_error = node.describe_parameter("lidar.max_error")
+        assert max_error.floating_point_range[0].from_value == pytest.approx(1e-5)
+        assert node.get_parameter("lidar.max_error").value == 0.02
+        codec = node.describe_parameter("camera.codec")
+        assert "jpeg" in codec.additional_constraints and "png" in codec.additional_constraints
+        assert node.get_parameter("queue_depth").value == 2
+        assert node.codec_settings[Modality.LIDAR] == ("grid", {"max_error": 0.02,
+                                                                "zstd_level": 9})
+    finally:
+        node.shutdown()
+        _destroy(node)
+    assert default_output_topic("cam/sensor_codec") == "cam/decoded"
+    assert default_output_topic("/x/compressed") == "/x/compressed/decoded"
+    node = _construct(DecoderNode, {"input_topics": ["a/sensor_codec"]})
+    try:
+        assert node.describe_parameter("input_topics").read_only
+        assert node._output_of == {"a/sensor_codec": "a/decoded"}
+    finally:
+        node.shutdown()
+        _destroy(node)
+
+
+def _construct(node_class, overrides: dict):
+    from rclpy.parameter import Parameter
+
+    context = Context()
+    rclpy.init(context=context, domain_id=DOMAIN_ID + 1,
+               signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        node = node_class(context=context, parameter_overrides=[
+            Parameter(k, value=v) for k, v in overrides.items()])
+    except BaseException:
+        rclpy.try_shutdown(context=context)
+        raise
+    node._test_context = context
+    return node
+
+
+def _destroy(node) -> None:
+    context = node._test_context
+    node.destroy_node()
+    rclpy.try_shutdown(context=context)
 
 
 # --- sensor-codec launch with the real nodes ---------------------------------------------
@@ -606,12 +741,13 @@ def _read_until(lines: queue.Queue, wanted: list[str], timeout: float = 60.0) ->
     return "".join(seen)
 
 
-def test_sensor_codec_launch_runs_and_stops_the_graph(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_sensor_codec_launch_runs_and_stops_the_graph(tmp_path, sig):
     proc, lines = _launch(tmp_path, "")
     try:
         _read_until(lines, ["sensor_codec_encoder]: launch/cam -> launch/cam/sensor_codec",
                             "sensor_codec_decoder]: launch/cam/sensor_codec -> launch/cam/decoded"])
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         assert proc.wait(timeout=30) == 0
         output = "".join(iter(lines.get, None))  # the rest, up to the end of the output
         assert output.count("]: stopping") == 2, output
