@@ -215,7 +215,7 @@ class TopicWorker:
         """Subscription callback: never blocks, never codes."""
         self.stats.on_received()
         try:
-            self.queue.put((msg, time.monotonic()))
+            self.queue.put(msg)
         except QueueClosed:
             pass  # shutting down: the message is not wanted any more
 
@@ -227,7 +227,7 @@ class TopicWorker:
     def _run(self) -> None:
         while True:
             try:
-                msg, _received_at = self.queue.get()
+                msg = self.queue.get()
             except QueueClosed:
                 return
             started = time.perf_counter()
@@ -235,17 +235,18 @@ class TopicWorker:
                 out, raw_bytes, coded_bytes = self._process(msg)
                 self._publish(out)
             except SensorCodecError as exc:
-                self._count_error(f"skipped a message: {exc}", warn=True)
+                self._count_error("bad message", f"skipped a message: {exc}", warn=True)
                 continue
             except Exception as exc:  # a bug, not bad data: keep serving the other frames
-                self._count_error(f"failed on a message ({type(exc).__name__}: {exc})",
-                                  warn=False)
+                self._count_error("internal", f"failed on a message ({type(exc).__name__}: "
+                                              f"{exc})", warn=False)
                 continue
             self.stats.on_processed(raw_bytes, coded_bytes, time.perf_counter() - started)
 
-    def _count_error(self, message: str, warn: bool) -> None:
+    def _count_error(self, kind: str, message: str, warn: bool) -> None:
+        """Count it; log it unless one of the same kind was logged recently."""
         self.stats.on_error(message)
-        suppressed = self._throttle.allow((self.topic, message.split(":")[0]))
+        suppressed = self._throttle.allow((self.topic, kind))
         if suppressed is None:
             return
         more = f" ({suppressed} similar suppressed)" if suppressed else ""

@@ -90,7 +90,10 @@ def test_shipped_config_is_consistent():
     decoder = nodes[graph.DECODER_NAME]
     # The decoder decodes exactly what the encoder publishes.
     assert decoder["input_topics"] == graph.encoder_output_topics(encoder)
-    assert encoder["camera_topics"] == ["camera/front/image_raw"]
+    # The topics the synthetic drive and the dataset importers write.
+    from sensor_codec.datasets.common import CAMERA_TOPIC, LIDAR_TOPIC, RADAR_TOPIC
+    assert ["/" + t for t in graph.encoder_input_topics(encoder)] == [
+        CAMERA_TOPIC, LIDAR_TOPIC, RADAR_TOPIC]
     specs = pipeline_graph()  # the installed default is this file
     assert [s.parameter_files for s in specs] == [[str(SHIPPED_CONFIG)]] * 2
     assert specs[1].parameters == {}  # input_topics come from the file
