@@ -69,8 +69,8 @@ class LearnedCameraCodec(Codec):
             return _runtime(model or self.settings["model"], self.settings["backend"],
                             self.settings["threads"], self.settings["models_dir"])
 
-    @property
-    def model_id(self) -> str:
+    @functools.cached_property
+    def model_id(self) -> str:  # settings are fixed per instance, so the id is too
         return _release_id(self.settings["model"], self.settings["models_dir"])
 
     def _encode(self, frame: CameraFrame):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, SensorCodecError
 from .camera_codec import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, HIDDEN,
                            HYPER, LAMBDAS, LATENT, LEVELS, QMAP_GAINS, CameraCodecNet, DecoderGraph,
                            EncoderGraph, frozen_tensors)
@@ -80,7 +80,6 @@ def export_camera(checkpoint: str | Path, out_dir: str | Path, *, backbone: str 
                 out / f"{model_id}-decoder.onnx", DECODER_INPUTS, DECODER_OUTPUTS,
                 {"y_hat": {2: "h16", 3: "w16"}, "inv_gain": {2: "h16", 3: "w16"},
                  "image": {2: "height", 3: "width"}})
-    import constriction  # noqa: F401  (version recorded below)
     from importlib.metadata import version
 
     manifest = {
@@ -162,3 +161,55 @@ def camera_card(manifest: dict, train_state: dict) -> str:
     lines += [f"- {timing['torch_threads']} threads, {timing['cpu']}, machine shared with other jobs", "",
               f"Parameters: {metrics['params']:,}", ""]
     return "\n".join(lines)
+
+
+def cross_backend_check(frames, *, model: str | None = None, models: str | None = None,
+                        levels: list[int] | None = None, threads: int = 0, progress: bool = True) -> dict:
+    """Encode every frame with each backend and decode with every backend.
+
+    Counts failures (an exception, or latents / quality map differing from the
+    encoder's own decode) and compares reconstructions. ``frames`` yields HxWx3
+    uint8 RGB arrays.
+    """
+    from tqdm import tqdm
+
+    from .camera_runtime import LearnedCameraRuntime
+
+    names = ("onnxruntime", "torch")
+    runtimes = {n: LearnedCameraRuntime(model, n, threads=threads, models=models) for n in names}
+    any_rt = runtimes[names[0]]
+    levels = levels or list(range(any_rt.levels))
+    report = {"model": any_rt.model_id, "frames": 0, "pairs": {}}
+    for i, rgb in enumerate(tqdm(frames, desc="cross-backend", disable=not progress)):
+        level = levels[i % len(levels)]
+        report["frames"] += 1
+        decoded = {}
+        for enc_name in names:
+            packed = runtimes[enc_name].compress(rgb, level)
+            reference = runtimes[enc_name].decode_latents(packed.sections, packed.metadata)
+            for dec_name in names:
+                pair = report["pairs"].setdefault(f"{enc_name}->{dec_name}", {
+                    "failures": 0, "identical_reconstructions": 0, "max_abs_diff": 0, "checked": 0})
+                pair["checked"] += 1
+                try:
+                    latents = runtimes[dec_name].decode_latents(packed.sections, packed.metadata)
+                    image, _ = runtimes[dec_name].decompress(packed.sections, packed.metadata,
+                                                             with_semantic=False)
+                except SensorCodecError:
+                    pair["failures"] += 1
+                    continue
+                if not (np.array_equal(latents[0], reference[0]) and np.array_equal(latents[1], reference[1])):
+                    pair["failures"] += 1
+                    continue
+                decoded[(enc_name, dec_name)] = image
+            # Same payload, other decoder: compare the pictures.
+            a = decoded.get((enc_name, names[0]))
+            for dec_name in names[1:]:
+                b = decoded.get((enc_name, dec_name))
+                if a is None or b is None:
+                    continue
+                pair = report["pairs"][f"{enc_name}->{dec_name}"]
+                diff = int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
+                pair["max_abs_diff"] = max(pair["max_abs_diff"], diff)
+                pair["identical_reconstructions"] += int(diff == 0)
+    return report

@@ -20,6 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         p.add_argument("--threads", type=int, default=0, help="CPU threads for timing (0 = default)")
         if name == "camera":
             p.add_argument("--backbone", default="", help="backbone model id (default: the default one)")
+    check = sub.add_parser("crosscheck", help="verify a released camera model: encode with each "
+                           "backend, decode with every backend, count failures")
+    check.add_argument("--frames", required=True, help="folder of images (png/jpg), all one size")
+    check.add_argument("--count", type=int, default=100, help="number of frames")
+    check.add_argument("--model", default="", help="camera model id (default: the default one)")
+    check.add_argument("--models", default="", help="models folder (default: the shipped one)")
+    check.add_argument("--threads", type=int, default=0, help="CPU threads (0 = default)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,6 +35,17 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     command = "sensor-codec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.model == "crosscheck":
+        from .camera_export import cross_backend_check
+        from .data import load_folder
+
+        frames = load_folder(args.frames, "", need_labels=False, limit=args.count)
+        report = cross_backend_check((img.permute(1, 2, 0).numpy() for img in frames.images),
+                                     model=args.model or None, models=args.models or None,
+                                     threads=args.threads)
+        report["command"] = command
+        print(json.dumps(report, indent=2))
+        return 1 if any(p["failures"] for p in report["pairs"].values()) else 0
     val = None
     if args.val:
         from .data import load_folder

@@ -159,6 +159,8 @@ def train_backbone(train_set: ImageSet, out_dir: str | Path, config: BackboneTra
         generator.set_state(extra["generator"])
         torch.set_rng_state(extra["torch_rng"])
         state["config"]["epochs"] = config.epochs  # allow extending a run
+        state.setdefault("resumed", []).append({"at_epoch": state["epoch"], "command": config.command,
+                                                "epochs": config.epochs})
         log.info("resumed from %s at epoch %d", resume, state["epoch"])
     weights = class_weights(train_set.labels).to(config.device)
     steps_per_epoch = max(1, len(train_set) // config.batch_size)

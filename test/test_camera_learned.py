@@ -1,0 +1,305 @@
+"""Learned camera codec: deterministic entropy model, bitstream round trips across
+backends, semantic quality map, model-id refusal, corrupted payloads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sensor_codec.errors import (ConfigError, SensorCodecError, UnknownModelError,
+                                 WireFormatError)
+from sensor_codec.learned.entropy import (FRAC_ACT, NUM_SCALES, PRECISION, Z_LIMIT, HyperLayer,
+                                          TableCoder, build_frequency_tables, hyper_synthesis_int)
+
+REPO = Path(__file__).resolve().parents[1]
+CAMVID = REPO.parent / "shared" / "data" / "camvid"
+
+
+@pytest.fixture(scope="module")
+def tables():
+    return build_frequency_tables()
+
+
+def test_frequency_tables_are_normalised_integers(tables):
+    freqs, halves = tables
+    assert freqs.shape[0] == NUM_SCALES and halves.shape == (NUM_SCALES,)
+    for k in range(NUM_SCALES):
+        row = freqs[k, :2 * halves[k] + 2]
+        assert int(row.sum()) == 1 << PRECISION
+        assert row.min() >= 1
+        assert int(freqs[k, 2 * halves[k] + 2:].sum()) == 0
+    # Wider Gaussians get wider supports.
+    assert halves[0] == 1 and halves[-1] > 100 and np.all(np.diff(halves) >= 0)
+
+
+def test_table_coder_round_trip_with_escapes(tables):
+    coder = TableCoder(*tables)
+    rng = np.random.default_rng(0)
+    indices = rng.integers(0, NUM_SCALES, (16, 9, 11))
+    values = np.rint(rng.normal(0, 2.0, indices.shape)).astype(np.int64)
+    values[0, 0, 0], values[3, 2, 1], values[5, 5, 5] = 5000, -777, 300  # far outside support
+    indices[0, 0, 0] = 0
+    data, escapes = coder.encode(values, indices)
+    assert len(escapes) >= 2
+    assert np.array_equal(coder.decode(data, indices, escapes), values)
+    # The decoder refuses a missing escape instead of inventing a value.
+    with pytest.raises(WireFormatError):
+        coder.decode(data, indices, escapes[:-1])
+    with pytest.raises(WireFormatError, match="32-bit"):
+        coder.decode(data[:-1], indices, escapes)
+
+
+def test_coded_size_follows_the_model(tables):
+    coder = TableCoder(*tables)
+    rng = np.random.default_rng(1)
+    values = np.rint(rng.normal(0, 4.0, 4000)).astype(np.int64)
+    from sensor_codec.learned.entropy import scale_table
+
+    matched = int(np.abs(np.log(scale_table()) - np.log(4.0)).argmin())
+    good, _ = coder.encode(values, np.full(values.shape, matched))
+    wide, _ = coder.encode(values, np.full(values.shape, NUM_SCALES - 1))
+    entropy_bits = 4000 * 0.5 * np.log2(2 * np.pi * np.e * 16)
+    assert 8 * len(good) < 1.03 * entropy_bits + 64
+    assert len(wide) > 1.3 * len(good)
+
+
+def _random_layers(rng, cz=6, hidden=8, latent=5):
+    shapes = [(hidden, cz, False, True), (hidden, hidden, True, True), (2 * latent, hidden, True, False)]
+    layers = []
+    for out_c, in_c, up, relu in shapes:
+        weight = rng.integers(-400, 400, (out_c, in_c, 3, 3)).astype(np.float64)
+        bias = rng.integers(-20000, 20000, out_c).astype(np.float64) * 16
+        layers.append(HyperLayer(weight=weight, bias=bias, upsample=up, relu=relu))
+    return layers
+
+
+def _reference_int64(z, layers, latent):
+    """The same hyper-synthesis in pure int64 arithmetic, summed in another order."""
+    act = z.astype(np.int64) << FRAC_ACT
+    for layer in layers:
+        if layer.upsample:
+            act = act.repeat(2, axis=1).repeat(2, axis=2)
+        padded = np.pad(act, ((0, 0), (1, 1), (1, 1)))
+        w = layer.weight.astype(np.int64)
+        acc = np.zeros((w.shape[0],) + act.shape[1:], dtype=np.int64)
+        for dy in (2, 1, 0):  # reversed tap order on purpose
+            for dx in (2, 1, 0):
+                window = padded[:, dy:dy + act.shape[1], dx:dx + act.shape[2]]
+                acc += np.einsum("oc,chw->ohw", w[:, :, dy, dx], window)
+        acc += layer.bias.astype(np.int64)[:, None, None]
+        from sensor_codec.learned.entropy import ACT_LIMIT, FRAC_WEIGHT
+
+        act = (acc + (1 << (FRAC_WEIGHT - 1))) >> FRAC_WEIGHT
+        act = np.clip(act, 0 if layer.relu else -ACT_LIMIT, ACT_LIMIT)
+    mean = act[:latent]
+    index = np.clip((act[latent:] + (1 << (FRAC_ACT - 1))) >> FRAC_ACT, 0, NUM_SCALES - 1)
+    return mean, index
+
+
+def test_fixed_point_hyper_synthesis_is_exact_integer_arithmetic():
+    rng = np.random.default_rng(2)
+    layers = _random_layers(rng)
+    z = rng.integers(-Z_LIMIT, Z_LIMIT + 1, (6, 3, 4))
+    mean, index = hyper_synthesis_int(z, layers, 5)
+    ref_mean, ref_index = _reference_int64(z, layers, 5)
+    assert mean.shape == (5, 12, 16) and index.dtype == np.int32
+    assert np.array_equal(mean * 2 ** FRAC_ACT, ref_mean.astype(np.float64))
+    assert np.array_equal(index, ref_index)
+    assert len(np.unique(index)) > 3  # the test exercises many tables
+    with pytest.raises(SensorCodecError, match="clamp"):
+        hyper_synthesis_int(z * 0 + Z_LIMIT + 1, layers, 5)
+
+
+def test_training_twin_of_hyper_synthesis_matches_the_integer_path():
+    torch = pytest.importorskip("torch")
+    from sensor_codec.learned.camera_codec import LATENT, CameraCodecNet, frozen_tensors
+
+    torch.manual_seed(0)
+    net = CameraCodecNet().eval()
+    tensors = frozen_tensors(net)
+    layers = [HyperLayer(weight=tensors[f"entropy.hs{i}.weight"].astype(np.float64),
+                         bias=tensors[f"entropy.hs{i}.bias"].astype(np.float64),
+                         upsample=bool(tensors[f"entropy.hs{i}.flags"][0]),
+                         relu=bool(tensors[f"entropy.hs{i}.flags"][1])) for i in range(3)]
+    rng = np.random.default_rng(3)
+    z = rng.integers(-6, 7, (1, net.h_s[0].conv.in_channels, 3, 4))
+    mean_int, index_int = hyper_synthesis_int(z[0], layers, LATENT)
+    with torch.no_grad():
+        params = net.h_s(torch.from_numpy(z).float())
+    mean_float = params[0, :LATENT].double().numpy()
+    index_float = np.clip(np.floor(params[0, LATENT:].double().numpy() + 0.5), 0, NUM_SCALES - 1)
+    # float32 training arithmetic may land on the other side of a rounding
+    # boundary in rare cells; the integer path is what the codec uses.
+    assert float(np.mean(mean_float == mean_int)) > 0.99
+    assert float(np.mean(index_float == index_int)) > 0.99
+
+
+def test_importance_table_and_quality_levels(tmp_path):
+    from sensor_codec.learned.importance import load_importance
+
+    importance = load_importance()
+    assert importance.source.endswith("config/semantic_importance.yaml")
+    semantic = np.zeros((64, 96), dtype=np.uint8)  # all sky
+    semantic[:, 32:64] = 3                          # a road block column
+    semantic[40:44, 70:72] = 6                      # a small sign in the last block column
+    levels = importance.quality_levels(semantic)
+    assert levels.shape == (2, 3)
+    assert levels[:, 0].tolist() == [0, 0]          # sky: coarsest
+    assert levels[:, 1].tolist() == [2, 2]          # road: importance 1.2
+    assert levels[1, 2] == 3 and levels[0, 2] == 0  # a sign lifts its block to the top level
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("classes: {Sky: 1.0}\n")
+    with pytest.raises(ConfigError, match="missing"):
+        load_importance(bad)
+    bad.write_text((REPO / "config" / "semantic_importance.yaml").read_text().replace("Sky: 0.2", "Sky: -1"))
+    with pytest.raises(ConfigError, match="positive"):
+        load_importance(bad)
+
+
+def test_importing_the_codec_registry_stays_light():
+    code = ("import sys, sensor_codec.codecs as c; assert 'camera_learned' in c.codec_names('camera');"
+            "print(sorted(m for m in ('torch', 'onnxruntime') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------ shipped weights
+
+def _shipped_camera():
+    from sensor_codec.learned.release import default_release
+
+    try:
+        return default_release("camera")
+    except UnknownModelError as exc:
+        pytest.skip(f"no shipped camera model: {exc}")
+
+
+def _frames(count: int, height: int = 192, width: int = 256):
+    """Crops of real CamVid val frames when ../shared/data is present, else a seeded
+    smooth synthetic picture (so the test still runs on a fresh machine)."""
+    if CAMVID.is_dir():
+        import imagecodecs
+
+        files = sorted((CAMVID / "val").glob("*.png"))[::13][:count]
+        return [np.ascontiguousarray(imagecodecs.imread(str(f))[84:84 + height, 112:112 + width]) for f in files]
+    rng = np.random.default_rng(7)
+    frames = []
+    for _ in range(count):
+        base = rng.integers(0, 256, (height // 16, width // 16, 3)).astype(np.float64)
+        frames.append(np.kron(base, np.ones((16, 16, 1))).astype(np.uint8))
+    return frames
+
+
+@pytest.fixture(scope="module")
+def runtimes():
+    from sensor_codec.learned.camera_runtime import LearnedCameraRuntime
+
+    release = _shipped_camera()
+    return {name: LearnedCameraRuntime(release=release, backend=name, threads=2)
+            for name in ("onnxruntime", "torch")}
+
+
+def test_cross_backend_decoding_is_bit_exact(runtimes):
+    ort, pt = runtimes["onnxruntime"], runtimes["torch"]
+    for i, rgb in enumerate(_frames(3)):
+        level = (2 * i + 1) % ort.levels
+        for encoder, decoder in ((ort, pt), (pt, ort)):
+            packed = encoder.compress(rgb, level)
+            y_dec, qmap_dec, _ = decoder.decode_latents(packed.sections, packed.metadata)
+            y_enc, qmap_enc, _ = encoder.decode_latents(packed.sections, packed.metadata)
+            assert np.array_equal(y_dec, y_enc) and np.array_equal(qmap_dec, qmap_enc)
+            a, _ = decoder.decompress(packed.sections, packed.metadata, with_semantic=False)
+            b, _ = encoder.decompress(packed.sections, packed.metadata, with_semantic=False)
+            # Same integers in; the float synthesis may differ by one grey level, rarely.
+            diff = np.abs(a.astype(int) - b.astype(int))
+            assert diff.max() <= 1 and float(np.mean(diff > 0)) < 1e-3
+
+
+def test_rate_and_quality_grow_with_the_level(runtimes):
+    from sensor_codec.learned.camera_export import psnr
+
+    ort = runtimes["onnxruntime"]
+    rgb = _frames(1)[0]
+    sizes, psnrs = [], []
+    for level in range(ort.levels):
+        packed = ort.compress(rgb, level)
+        decoded, semantic = ort.decompress(packed.sections, packed.metadata)
+        assert decoded.shape == rgb.shape and semantic.shape == rgb.shape[:2]
+        assert semantic.dtype == np.uint8 and int(semantic.max()) < 11
+        sizes.append(sum(len(s) for s in packed.sections))
+        psnrs.append(psnr(rgb, decoded))
+    assert all(b > a for a, b in zip(sizes, sizes[1:])), sizes
+    assert psnrs[-1] > psnrs[0] + 3.0, psnrs
+    assert psnrs[0] > 18.0, psnrs
+
+
+def test_semantic_allocation_changes_where_bits_go(runtimes):
+    ort = runtimes["onnxruntime"]
+    rgb = _frames(1)[0]
+    with_map = ort.compress(rgb, 4, semantic_allocation=True)
+    without = ort.compress(rgb, 4, semantic_allocation=False)
+    _, qmap_with, _ = ort.decode_latents(with_map.sections, with_map.metadata)
+    _, qmap_without, _ = ort.decode_latents(without.sections, without.metadata)
+    assert np.all(qmap_without == 2)
+    assert len(np.unique(qmap_with)) > 1
+
+
+def _camvid_frame():
+    from sensor_codec.frames import CameraFrame
+
+    return CameraFrame(_frames(1)[0], "rgb8", 123, "camera")
+
+
+def test_codec_round_trip_through_the_container_and_model_refusal(monkeypatch):
+    import sensor_codec.codecs as codecs
+    from sensor_codec.wire import unpack
+
+    release = _shipped_camera()
+    frame = _camvid_frame()
+    codec = codecs.get_codec("camera_learned", quality=2, threads=2)
+    payload = codec.encode(frame)
+    container = unpack(payload)
+    assert container.model_id == release.model_id and container.codec == "camera_learned"
+    decoded, semantic = codec.decode_with_semantic(payload)
+    assert decoded.encoding == "rgb8" and decoded.pixels.shape == frame.pixels.shape
+    assert decoded.stamp_ns == 123 and decoded.frame_id == "camera"
+    assert semantic.encoding == "mono8" and semantic.pixels.shape == frame.pixels.shape[:2]
+    assert np.array_equal(codecs.decode(payload).pixels, decoded.pixels)
+    bgr = codecs.get_codec("camera_learned", quality=2, threads=2).decode(
+        codecs.get_codec("camera_learned", quality=2, threads=2).encode(
+            type(frame)(np.ascontiguousarray(frame.pixels[:, :, ::-1]), "bgr8", 1, "c")))
+    assert bgr.encoding == "bgr8" and np.array_equal(bgr.pixels[:, :, ::-1], decoded.pixels)
+    # A payload naming weights this decoder does not hold is refused by name.
+    container.model_id = "camera-000000000000"
+    with pytest.raises(UnknownModelError) as err:
+        codec.decode(container.pack())
+    assert "camera-000000000000" in str(err.value) and release.model_id in str(err.value)
+
+
+def test_corrupted_payloads_raise_typed_errors():
+    import sensor_codec.codecs as codecs
+    from sensor_codec.wire import unpack
+
+    _shipped_camera()
+    codec = codecs.get_codec("camera_learned", quality=1, threads=2)
+    container = unpack(codec.encode(_camvid_frame()))
+    truncated = unpack(container.pack())
+    truncated.sections[1] = truncated.sections[1][:-3]
+    with pytest.raises(WireFormatError):
+        codec.decode(truncated.pack())
+    missing = unpack(container.pack())
+    missing.sections = missing.sections[:3]
+    with pytest.raises(WireFormatError, match="sections"):
+        codec.decode(missing.pack())
+    huge = unpack(container.pack())
+    huge.metadata["h"] = 10 ** 7
+    with pytest.raises(WireFormatError):
+        codec.decode(huge.pack())
+    escapes = unpack(container.pack())
+    escapes.metadata["ze"] = 10 ** 6
+    with pytest.raises(WireFormatError, match="escapes"):
+        codec.decode(escapes.pack())
