@@ -189,9 +189,11 @@ class TopicStats:
     ``received`` counts messages taken from the subscription, ``processed``
     those converted and published, ``errors`` those skipped as bad; the
     queue's drops (passed to ``snapshot``) those discarded because the worker
-    was behind. Bit rates and the compression ratio cover the last
-    ``window`` seconds; the encoder's output bit rate is ``coded_bitrate_bps``,
-    the decoder's input bit rate is the same figure.
+    was behind. Rates, bit rates, ``compression_ratio`` and the latency
+    percentiles cover the recent past (``window`` seconds, the last
+    ``latency_samples`` frames); ``compression_ratio_total`` and the counts
+    cover the whole run. The encoder's output bit rate is
+    ``coded_bitrate_bps``; for the decoder the same figure is its input.
     """
 
     def __init__(self, window: float = 5.0, latency_samples: int = 200,
@@ -206,6 +208,8 @@ class TopicStats:
         self.processed = 0
         self.errors = 0
         self.last_error = ""
+        self.raw_bytes_total = 0
+        self.coded_bytes_total = 0
 
     def on_received(self) -> None:
         with self._lock:
@@ -217,6 +221,8 @@ class TopicStats:
         of payload, ``seconds`` spent converting and coding it."""
         with self._lock:
             self.processed += 1
+            self.raw_bytes_total += raw_bytes
+            self.coded_bytes_total += coded_bytes
         self.output.record()
         self.raw_bytes.record(raw_bytes)
         self.coded_bytes.record(coded_bytes)
@@ -234,12 +240,15 @@ class TopicStats:
         with self._lock:
             counts = {"received": self.received, "processed": self.processed,
                       "errors": self.errors, "last_error": self.last_error}
+            total_ratio = (self.raw_bytes_total / self.coded_bytes_total
+                           if self.coded_bytes_total else math.nan)
         return {
             "input_rate_hz": self.input.rate(),
             "output_rate_hz": self.output.rate(),
             "coded_bitrate_bps": 8.0 * self.coded_bytes.value_rate(),
             "raw_bitrate_bps": 8.0 * self.raw_bytes.value_rate(),
             "compression_ratio": raw / coded if coded else math.nan,
+            "compression_ratio_total": total_ratio,
             "latency_p50_ms": 1000.0 * self.latency.percentile(50),
             "latency_p95_ms": 1000.0 * self.latency.percentile(95),
             "drops": int(drops),

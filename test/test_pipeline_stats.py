@@ -163,6 +163,7 @@ def test_topic_stats_snapshot_values():
     assert snap["input_rate_hz"] == pytest.approx(20.0)
     assert snap["output_rate_hz"] == pytest.approx(10.0)
     assert snap["compression_ratio"] == pytest.approx(20.0)
+    assert snap["compression_ratio_total"] == pytest.approx(20.0)
     assert snap["coded_bitrate_bps"] == pytest.approx(10 * 300_000 * 8)
     assert snap["raw_bitrate_bps"] == pytest.approx(10 * 6_000_000 * 8)
     latencies_ms = [10 + i for i in range(1, 20, 2)]
@@ -170,6 +171,12 @@ def test_topic_stats_snapshot_values():
     assert snap["latency_p95_ms"] == pytest.approx(np.percentile(latencies_ms, 95))
     assert (snap["received"], snap["processed"], snap["errors"], snap["drops"]) == (20, 10, 1, 3)
     assert snap["last_error"] == "bad step"
+    # Long after the stream stopped: the windowed figures are empty, the totals stay.
+    stats.on_processed(raw_bytes=1000, coded_bytes=500, seconds=0.001)
+    clock.advance(60.0)
+    later = stats.snapshot()
+    assert math.isnan(later["compression_ratio"]) and later["input_rate_hz"] == 0.0
+    assert later["compression_ratio_total"] == pytest.approx(60_001_000 / 3_000_500)
 
 
 def test_topic_stats_without_output_reports_nan_ratio():

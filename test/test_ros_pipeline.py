@@ -367,6 +367,7 @@ def test_diagnostics_report_plausible_values(pipeline):
     assert int(values["received"]) == int(values["processed"])
     assert (values["drops"], values["errors"]) == ("0", "0")
     assert 1.0 < float(values["compression_ratio"]) < 50.0
+    assert 1.0 < float(values["compression_ratio_total"]) < 50.0
     assert 0.0 < float(values["latency_p50_ms"]) <= float(values["latency_p95_ms"]) < 5000.0
     assert float(values["input_rate_hz"]) > 0.0
     assert float(values["coded_bitrate_bps"]) > 0.0
