@@ -14,7 +14,8 @@ BACKBONE_OUTPUTS = ["semantic", "tap"]
 
 def backbone_from_tensors(tensors: dict[str, np.ndarray]) -> Backbone:
     model = Backbone()
-    state = {k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}
+    state = {k: torch.from_numpy(np.array(v, dtype=np.float32 if v.dtype == np.float16 else v.dtype))
+             for k, v in tensors.items()}
     model.load_state_dict(state, strict=True)
     return model.eval()
 

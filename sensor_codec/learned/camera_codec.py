@@ -227,7 +227,8 @@ def frozen_tensors(net: CameraCodecNet) -> dict[str, np.ndarray]:
 
 def net_from_tensors(tensors: dict[str, np.ndarray]) -> CameraCodecNet:
     net = CameraCodecNet()
-    state = {k[len("net."):]: torch.from_numpy(np.array(v)) for k, v in tensors.items() if k.startswith("net.")}
+    state = {k[len("net."):]: torch.from_numpy(np.array(v, dtype=np.float32 if v.dtype == np.float16 else v.dtype))
+             for k, v in tensors.items() if k.startswith("net.")}
     net.load_state_dict(state, strict=True)
     return net.eval()
 

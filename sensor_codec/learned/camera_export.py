@@ -15,7 +15,7 @@ from .camera_codec import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCO
                            HYPER, LAMBDAS, LATENT, LEVELS, QMAP_GAINS, CameraCodecNet, DecoderGraph,
                            EncoderGraph, frozen_tensors)
 from .camera_train import _load_net
-from .export import export_onnx, time_call
+from .export import export_onnx, round_weights_to_half, state_numpy, time_call
 from .release import ModelRelease, model_id_for, resolve_release, set_default, tensor_hash
 from .train import STATE_FILE, WEIGHTS_FILE
 
@@ -47,9 +47,34 @@ def measure_rd(runtime, images: np.ndarray, *, semantic_allocation: bool = True)
     return rows
 
 
+def semantic_preservation(runtime, val_data, level: int = 0, frames: int | None = None) -> dict:
+    """Backbone mIoU on original vs decoded frames at ``level`` (the decoder's regenerated map)."""
+    from .backbone_meta import NUM_CLASSES
+    from .train import confusion_matrix, iou_from_confusion
+
+    count = len(val_data) if frames is None else min(frames, len(val_data))
+    conf_original = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    conf_decoded = np.zeros_like(conf_original)
+    bits = 0
+    for i in range(count):
+        rgb = np.ascontiguousarray(val_data.images[i].permute(1, 2, 0).numpy())
+        truth = val_data.labels[i]
+        packed = runtime.compress(rgb, level)
+        bits += 8 * sum(len(s) for s in packed.sections)
+        _, decoded_semantic = runtime.decompress(packed.sections, packed.metadata)
+        conf_original += confusion_matrix(torch.from_numpy(packed.semantic), truth).numpy()
+        conf_decoded += confusion_matrix(torch.from_numpy(decoded_semantic), truth).numpy()
+    miou_original = iou_from_confusion(conf_original)[0]
+    miou_decoded = iou_from_confusion(conf_decoded)[0]
+    pixels = count * val_data.images.shape[2] * val_data.images.shape[3]
+    return {"level": level, "frames": count, "bpp_sections": bits / pixels,
+            "miou_original": miou_original, "miou_decoded": miou_decoded,
+            "ratio": miou_decoded / miou_original if miou_original else float("nan")}
+
+
 def export_camera(checkpoint: str | Path, out_dir: str | Path, *, backbone: str | None = None,
                   val_data=None, command: str = "", make_default: bool = True, threads: int = 0,
-                  rd_frames: int = 10, timing_repeats: int = 3) -> ModelRelease:
+                  rd_frames: int = 10, timing_repeats: int = 3, semantic_frames: int = 0) -> ModelRelease:
     from safetensors.numpy import save_file
 
     from .camera_runtime import LearnedCameraRuntime
@@ -66,7 +91,8 @@ def export_camera(checkpoint: str | Path, out_dir: str | Path, *, backbone: str 
     net = CameraCodecNet()
     _load_net(net, checkpoint / WEIGHTS_FILE)
     net.eval()
-    tensors = {f"net.{k}": v.detach().contiguous().numpy() for k, v in net.state_dict().items()}
+    round_weights_to_half(net)
+    tensors = state_numpy(net, prefix="net.")
     tensors.update(frozen_tensors(net))
     model_id = model_id_for("camera", tensors)
     save_file(tensors, str(out / f"{model_id}.safetensors"), metadata={"model_id": model_id})
@@ -103,6 +129,9 @@ def export_camera(checkpoint: str | Path, out_dir: str | Path, *, backbone: str 
         images = val_data.images[:rd_frames].permute(0, 2, 3, 1).numpy()
         metrics["rd_val"] = measure_rd(runtimes["onnxruntime"], images)
         metrics["rd_val_frames"] = int(len(images))
+        if semantic_frames and val_data.labels is not None:
+            metrics["semantic_preservation"] = semantic_preservation(
+                runtimes["onnxruntime"], val_data, level=0, frames=semantic_frames)
     rng = np.random.default_rng(0)
     frame = (val_data.images[0].permute(1, 2, 0).numpy() if val_data is not None
              else rng.integers(0, 256, (360, 480, 3), dtype=np.uint8))
@@ -153,6 +182,12 @@ def camera_card(manifest: dict, train_state: dict) -> str:
                   "| level | bpp | PSNR dB |", "|---|---|---|"]
         lines += [f"| {r['level']} | {r['bpp']:.3f} | {r['psnr']:.2f} |" for r in metrics["rd_val"]]
         lines.append("")
+    sp = metrics.get("semantic_preservation")
+    if sp:
+        lines += [f"## Semantic preservation (level {sp['level']}, {sp['frames']} CamVid val frames, "
+                  f"{sp['bpp_sections']:.3f} bpp in the coded sections)", "",
+                  f"- backbone mIoU on originals {100 * sp['miou_original']:.1f} %, on decoded frames "
+                  f"{100 * sp['miou_decoded']:.1f} % (ratio {100 * sp['ratio']:.1f} %; issue 3 bar: >= 90 %)", ""]
     timing = metrics["cpu_ms_960x720"]
     lines += ["## Speed (960x720, CPU, median, level 4; encode includes the backbone, decode includes",
               "regenerating the semantic map)", ""]

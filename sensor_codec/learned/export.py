@@ -38,8 +38,26 @@ def checkpoint_weights(checkpoint: Path) -> Path:
     raise ConfigError(f"no {BEST_FILE} or {WEIGHTS_FILE} in {str(checkpoint)!r}")
 
 
-def state_numpy(model: torch.nn.Module) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().contiguous().numpy() for k, v in model.state_dict().items()}
+def round_weights_to_half(model: torch.nn.Module) -> None:
+    """Round float weights to float16 precision in place.
+
+    Releases store float weights as float16 (half the repository size); the
+    ONNX graphs and every metric are computed from these same rounded values,
+    so all backends run identical weights.
+    """
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            if tensor.dtype == torch.float32:
+                tensor.copy_(tensor.half().float())
+
+
+def state_numpy(model: torch.nn.Module, prefix: str = "") -> dict[str, np.ndarray]:
+    """State dict as numpy, float tensors stored as float16 (see round_weights_to_half)."""
+    out = {}
+    for k, v in model.state_dict().items():
+        array = v.detach().cpu().contiguous().numpy()
+        out[prefix + k] = array.astype(np.float16) if array.dtype == np.float32 else array
+    return out
 
 
 def time_call(fn, repeats: int) -> float:
@@ -78,6 +96,7 @@ def export_backbone(checkpoint: str | Path, out_dir: str | Path, *, val_data=Non
     model = Backbone()
     load_weights(model, weights_path)
     model.eval()
+    round_weights_to_half(model)
     tensors = state_numpy(model)
     model_id = model_id_for("backbone", tensors)
     save_file(tensors, str(out / f"{model_id}.safetensors"), metadata={"model_id": model_id})

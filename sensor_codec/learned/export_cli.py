@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         p.add_argument("--threads", type=int, default=0, help="CPU threads for timing (0 = default)")
         if name == "camera":
             p.add_argument("--backbone", default="", help="backbone model id (default: the default one)")
+            p.add_argument("--rd-frames", type=int, default=10, help="val frames for the RD table")
+            p.add_argument("--semantic-frames", type=int, default=0,
+                           help="val frames for the semantic-preservation check at level 0 (0 = skip)")
     check = sub.add_parser("crosscheck", help="verify a released camera model: encode with each "
                            "backend, decode with every backend, count failures")
     check.add_argument("--frames", required=True, help="folder of images (png/jpg), all one size")
@@ -50,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     if args.val:
         from .data import load_folder
 
-        val = load_folder(args.val, "val", need_labels=args.model == "backbone")
+        val = load_folder(args.val, "val", need_labels=args.model == "backbone"
+                          or bool(getattr(args, "semantic_frames", 0)))
     if args.model == "backbone":
         from .export import export_backbone
 
@@ -61,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
         release = export_camera(args.checkpoint, args.out, backbone=args.backbone or None, val_data=val,
                                 command=command, make_default=not args.no_default,
-                                threads=args.threads)
+                                threads=args.threads, rd_frames=args.rd_frames,
+                                semantic_frames=args.semantic_frames)
     print(json.dumps({"model_id": release.model_id, "folder": str(release.folder),
                       "metrics": release.manifest.get("metrics")}, default=str))
     return 0
