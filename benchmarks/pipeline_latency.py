@@ -297,8 +297,8 @@ def bench(args) -> int:
     window_s = (t1 - t0) / 1e9 + 1 / args.rate
     print(f"pipeline_latency: {args.width}x{args.height} rgb8 {args.camera_codec} "
           f"(quality {args.quality}) + {lidar_frames(args.points, args.lidar_bin, 1)[0].num_points}"
-          f"-point lidar {args.lidar_codec} ({lidar_settings or 'defaults'}) "
-          f"{' '.join(args.set)} at {args.rate:g} Hz, "
+          f"-point lidar {args.lidar_codec} ({lidar_settings or 'defaults'})"
+          f"{''.join(' ' + x for x in args.set)} at {args.rate:g} Hz, "
           f"{summary['published']} frames per sensor over {window_s:.1f} s "
           f"(after {args.warmup:g} s warm-up)")
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; "
