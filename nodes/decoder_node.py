@@ -41,7 +41,8 @@ MATCH_POLL_S = 0.005
 
 PARAMS = (
     ParamSpec("input_topics", list, [],
-              f"sensor_codec topics to decode (CompressedImage, usually <topic>{COMPRESSED_SUFFIX})"),
+              f"sensor_codec topics to decode (CompressedImage, usually "
+              f"<topic>{COMPRESSED_SUFFIX})"),
     ParamSpec("output_topics", list, [],
               f"where each input's frames go, in the same order; empty: the input without "
               f"{COMPRESSED_SUFFIX} plus {DECODED_SUFFIX}"),

@@ -450,8 +450,9 @@ def test_bad_raw_messages_are_counted_by_the_encoder(pipeline):
     _wait_for_frames(pipeline, k, k + 1)
     msg = pipeline.inbox.by_stamp(CAMERA + "/decoded")[stamp_of(k)]
     np.testing.assert_array_equal(image_to_frame(msg).pixels, camera_frame(k).pixels)
-    assert {m.header.frame_id for m in pipeline.inbox.messages[CAMERA + "/sensor_codec"]} \
-        == {"cam_front", "corrupt", "foreign"}  # the last two: the decoder test's own
+    # Nothing was published for the bad messages.
+    compressed = pipeline.inbox.messages[CAMERA + "/sensor_codec"]
+    assert "bad" not in {m.header.frame_id for m in compressed}
     pipeline.node.destroy_publisher(publisher)
 
 
