@@ -47,6 +47,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bag_player", description=__doc__.splitlines()[0])
     parser.add_argument("bag", type=Path, help="bag directory or storage file")
@@ -57,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="SECONDS",
                         help="before replaying, wait up to this long until the wait topics "
                              "have a subscriber")
+    parser.add_argument("--min-subscribers", type=positive_int, default=1, metavar="N",
+                        help="with --wait-for-subscribers: how many subscribers each wait "
+                             "topic needs (default %(default)s)")
     parser.add_argument("--wait-topics", nargs="+", default=None, metavar="TOPIC",
                         help="topics whose subscribers to wait for (default: every replayed "
                              "topic); topics not in the bag are ignored")
@@ -98,12 +111,13 @@ class BagPlayer:
         self.published = dict.fromkeys(self.publishers, 0)
 
     def wait_for_subscribers(self, topics: list[str] | None, timeout: float,
-                             stop: threading.Event) -> list[str]:
-        """Wait until each topic has a subscriber; returns those still without one."""
+                             stop: threading.Event, minimum: int = 1) -> list[str]:
+        """Wait until each topic has ``minimum`` subscribers; returns those still short."""
         wanted = [t for t in (topics or self.publishers) if t in self.publishers]
         deadline = time.monotonic() + timeout
         while True:
-            missing = [t for t in wanted if self.publishers[t].get_subscription_count() == 0]
+            missing = [t for t in wanted
+                       if self.publishers[t].get_subscription_count() < minimum]
             if not missing or stop.is_set() or time.monotonic() >= deadline:
                 return missing
             stop.wait(MATCH_POLL_S)
@@ -145,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             if args.wait_for_subscribers > 0:
                 missing = player.wait_for_subscribers(args.wait_topics,
-                                                      args.wait_for_subscribers, stop)
+                                                      args.wait_for_subscribers, stop,
+                                                      args.min_subscribers)
                 if missing:
                     log.warning(f"replaying although {missing} have no subscriber after "
                                 f"{args.wait_for_subscribers} s")

@@ -10,8 +10,8 @@ expected frame came through, on the deadline, or on SIGINT.
 Not part of the vehicle graph: ``sensor-codec demo`` and the pipeline
 benchmark start it beside the encoder and decoder nodes.
 
-    pipeline_probe --topic camera:/camera/image_raw --topic lidar:/lidar/points
-                   --expect 40 --out report.json [--ready-file F] [--timeout S]
+    pipeline_probe --topic camera:/camera/image_raw=40 --topic lidar:/lidar/points=40
+                   --out report.json [--ready-file F] [--timeout S] [--idle-timeout S]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.utilities import remove_ros_args
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 
 from sensor_codec.bench.metrics import cloud_metrics, psnr
@@ -48,27 +49,34 @@ SPIN_PERIOD_S = 0.05
 class TopicRecord:
     topic: str
     modality: Modality
+    expected: int = 0                                 # frames that complete the topic
     raw: dict = field(default_factory=dict)          # stamp -> (arrival s, frame)
     compressed: dict = field(default_factory=dict)   # stamp -> payload bytes
     decoded: dict = field(default_factory=dict)      # stamp -> (arrival s, frame)
     tag: str = ""
+    last_message_s: float | None = None
     first_raw_s: float | None = None
     last_raw_s: float | None = None
     errors: int = 0
 
 
 class PipelineProbe(Node):
-    def __init__(self, topics: list[tuple[Modality, str]]) -> None:
+    def __init__(self, topics: list[tuple[Modality, str, int]]) -> None:
         super().__init__("sensor_codec_probe")
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
                          reliability=ReliabilityPolicy.RELIABLE)
         self.records: dict[str, TopicRecord] = {}
-        self._subscriptions = []
-        for modality, topic in topics:
-            rec = TopicRecord(topic, modality)
+        self.last_message_s: float | None = None
+        # Latest /diagnostics values per reported topic (no leading slash), by node.
+        self.diagnostics: dict[str, dict[str, dict[str, str]]] = {}
+        self._diag_sub = self.create_subscription(DiagnosticArray, "/diagnostics",
+                                                  self._on_diagnostics, 10)
+        self._subs = []
+        for modality, topic, expected in topics:
+            rec = TopicRecord(topic, modality, expected)
             self.records[topic] = rec
             raw_type = Image if modality == Modality.CAMERA else PointCloud2
-            self._subscriptions += [
+            self._subs += [
                 self.create_subscription(raw_type, topic, lambda m, r=rec: self._on_raw(r, m), qos),
                 self.create_subscription(CompressedImage, topic + COMPRESSED_SUFFIX,
                                          lambda m, r=rec: self._on_compressed(r, m), qos),
@@ -82,7 +90,7 @@ class PipelineProbe(Node):
         return pointcloud2_to_frame(msg, rec.modality)
 
     def _on_raw(self, rec: TopicRecord, msg) -> None:
-        now = time.monotonic()
+        now = self.last_message_s = time.monotonic()
         rec.first_raw_s = rec.first_raw_s if rec.first_raw_s is not None else now
         rec.last_raw_s = now
         try:
@@ -91,41 +99,71 @@ class PipelineProbe(Node):
             rec.errors += 1
 
     def _on_compressed(self, rec: TopicRecord, msg) -> None:
+        self.last_message_s = time.monotonic()
         rec.tag = msg.format
         rec.compressed[header_stamp_ns(msg.header)] = len(msg.data)
 
     def _on_decoded(self, rec: TopicRecord, msg) -> None:
-        now = time.monotonic()
+        now = self.last_message_s = time.monotonic()
         try:
             rec.decoded[header_stamp_ns(msg.header)] = (now, self._to_frame(rec, msg))
         except SensorCodecError:
             rec.errors += 1
 
+    def _on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            node = status.name.split(":", 1)[0]
+            values = {kv.key: kv.value for kv in status.values}
+            topic = values.get("topic", status.hardware_id).lstrip("/")
+            self.diagnostics.setdefault(topic, {})[node] = values
+
+    def node_counters(self, topic: str) -> dict[str, int]:
+        """Drops and errors the encoder and decoder reported for a raw topic."""
+        out = {}
+        for reported, role in ((topic, "encoder"), (topic + COMPRESSED_SUFFIX, "decoder")):
+            for values in self.diagnostics.get(reported.lstrip("/"), {}).values():
+                for key in ("drops", "errors"):
+                    if key in values:
+                        out[f"{role}_{key}"] = int(float(values[key]))
+        return out
+
     def ready(self) -> bool:
-        """Encoder and decoder are connected to every topic this probe watches."""
+        """Encoder and decoder are connected to every topic this probe watches.
+
+        The decoder creates its output publisher on the first payload (the
+        payload says whether it is an Image or a PointCloud2) and waits for
+        existing subscribers then, so only its input side is checked here.
+        """
         for topic in self.records:
             if (self.count_subscribers(topic) < 2
                     or self.count_publishers(topic + COMPRESSED_SUFFIX) < 1
-                    or self.count_subscribers(topic + COMPRESSED_SUFFIX) < 2
-                    or self.count_publishers(topic + DECODED_SUFFIX) < 1):
+                    or self.count_subscribers(topic + COMPRESSED_SUFFIX) < 2):
                 return False
         return True
 
-    def complete(self, expected: int) -> bool:
-        return expected > 0 and all(len(r.decoded) >= expected for r in self.records.values())
+    def idle_for(self, seconds: float) -> bool:
+        return (self.last_message_s is not None
+                and time.monotonic() - self.last_message_s > seconds)
+
+    def complete(self) -> bool:
+        return all(0 < r.expected <= len(r.decoded) for r in self.records.values())
 
 
-def topic_report(rec: TopicRecord) -> dict:
+def topic_report(rec: TopicRecord, counters: dict[str, int]) -> dict:
     """Sizes, rates, latency and quality of one topic, from what the probe saw."""
     pairs = [(s, rec.raw[s], rec.decoded[s]) for s in sorted(rec.raw) if s in rec.decoded]
     latencies = [1000.0 * (dec[0] - raw[0]) for _, raw, dec in pairs]
-    raw_bytes = sum(frame.nbytes for _, frame in rec.raw.values())
-    compressed = sum(rec.compressed.values())
+    # Ratio over the frames seen both raw and compressed.
+    both = [s for s in rec.raw if s in rec.compressed]
+    raw_bytes = sum(rec.raw[s][1].nbytes for s in both)
+    compressed = sum(rec.compressed[s] for s in both)
     span = (rec.last_raw_s or 0) - (rec.first_raw_s or 0)
     out = {
         "topic": rec.topic, "modality": rec.modality.label, "format": rec.tag,
+        "frames_expected": rec.expected,
         "frames_raw": len(rec.raw), "frames_compressed": len(rec.compressed),
         "frames_decoded": len(rec.decoded), "frames_paired": len(pairs),
+        "frames_lost": len(rec.raw) - len(pairs),
         "raw_bytes": raw_bytes, "compressed_bytes": compressed,
         "ratio": raw_bytes / compressed if compressed else None,
         "input_rate_hz": (len(rec.raw) - 1) / span if span > 0 else None,
@@ -133,6 +171,7 @@ def topic_report(rec: TopicRecord) -> dict:
         "latency_ms_p95": percentile(latencies, 95) if latencies else None,
         "latency_ms_max": max(latencies) if latencies else None,
         "conversion_errors": rec.errors,
+        **counters,  # encoder_drops, encoder_errors, decoder_drops, decoder_errors
     }
     quality = []
     for stamp, (_, raw), (_, dec) in pairs:
@@ -161,12 +200,17 @@ def topic_report(rec: TopicRecord) -> dict:
     return out
 
 
-def parse_topic(text: str) -> tuple[Modality, str]:
-    modality, sep, topic = text.partition(":")
-    if not sep or not topic:
-        raise argparse.ArgumentTypeError(f"expected MODALITY:TOPIC, got {text!r}")
+def parse_topic(text: str) -> tuple[Modality, str, int]:
+    """``MODALITY:TOPIC[=FRAMES]``: FRAMES is how many frames make the topic complete."""
+    modality, sep, rest = text.partition(":")
+    topic, _, count = rest.partition("=")
     try:
-        return Modality.parse(modality), topic
+        expected = int(count) if count else 0
+        if not sep or not topic or expected < 0:
+            raise ValueError
+        return Modality.parse(modality), topic, expected
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MODALITY:TOPIC[=FRAMES], got {text!r}") from None
     except SensorCodecError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -174,13 +218,15 @@ def parse_topic(text: str) -> tuple[Modality, str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline_probe", description=__doc__.splitlines()[0])
     parser.add_argument("--topic", type=parse_topic, action="append", required=True,
-                        help="MODALITY:TOPIC of a raw input of the encoder (repeatable)")
-    parser.add_argument("--expect", type=int, default=0,
-                        help="frames per topic after which the run is complete (0: until timeout)")
+                        help="MODALITY:TOPIC[=FRAMES] of a raw input of the encoder, with the "
+                             "number of frames that completes it (repeatable)")
     parser.add_argument("--out", type=Path, required=True, help="JSON report to write")
     parser.add_argument("--ready-file", type=Path, default=None,
                         help="file created once encoder and decoder are connected")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up after this long (s)")
+    parser.add_argument("--idle-timeout", type=float, default=5.0,
+                        help="once frames have flowed, stop after this long without any (s): "
+                             "frames the encoder dropped never arrive")
     return parser
 
 
@@ -194,14 +240,15 @@ def main(argv: list[str] | None = None) -> int:
         deadline = time.monotonic() + args.timeout
         announced = False
         try:
-            while not stop.is_set() and time.monotonic() < deadline and not node.complete(args.expect):
+            while (not stop.is_set() and time.monotonic() < deadline
+                   and not node.complete() and not node.idle_for(args.idle_timeout)):
                 executor.spin_once(timeout_sec=SPIN_PERIOD_S)
                 if not announced and args.ready_file and node.ready():
                     args.ready_file.write_text("ready\n")
                     announced = True
-            timed_out = not node.complete(args.expect)
-            report = {"complete": not timed_out, "expected_per_topic": args.expect,
-                      "topics": [topic_report(r) for r in node.records.values()]}
+            report = {"complete": node.complete(),
+                      "topics": [topic_report(r, node.node_counters(t))
+                                 for t, r in node.records.items()]}
             args.out.write_text(json.dumps(report, indent=2, allow_nan=True))
         finally:
             executor.remove_node(node)

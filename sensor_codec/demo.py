@@ -11,6 +11,7 @@ benchmark of the same drive writes its plots beside the table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -25,6 +26,7 @@ from .frames import Modality
 from .graph import (NodeSpec, default_config, encoder_input_topics, fastdds_profile,
                     load_config, pipeline_graph)
 from .graph_cli import launch_environment, node_command
+from .synthetic.cli import parse_size
 
 log = logging.getLogger(__name__)
 
@@ -57,46 +59,49 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
 def run(args: argparse.Namespace) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    width, height = _parse_size(args.camera_size)
+    width, height = parse_size(args.camera_size)
     config = args.config or default_config()
     bag = out / "synthetic_drive"
     log.info("writing %.1f s of synthetic drive (%dx%d camera) to %s", args.duration, width,
              height, bag)
-    write_synthetic_bag(bag, args.duration, (width, height))
+    counts = write_synthetic_bag(bag, args.duration, (width, height))
     topics = _probe_topics(config)
+    missing = [t for _, t in topics if t not in counts]
+    if missing:
+        raise ConfigError(f"the pipeline config subscribes to {missing}, which the synthetic "
+                          f"drive does not publish (it has {sorted(counts)})")
     report_path = out / "pipeline_report.json"
-    expected = _expected_counts(bag, [t for _, t in topics])
-    report = run_pipeline(bag, config, topics, report_path, min(expected.values()),
+    expected = {t: counts[t] for _, t in topics}
+    report = run_pipeline(bag, config, topics, report_path, expected,
                           domain_id=args.domain_id, rate=args.rate)
     table = format_table(report)
     (out / "pipeline_table.txt").write_text(table + "\n")
     print(table)
-    if not report["complete"]:
-        log.warning("not every frame came through before the deadline (see %s)", report_path)
+    for t in report["topics"]:
+        if t["frames_lost"]:
+            counters = {k: t[k] for k in ("encoder_drops", "encoder_errors", "decoder_drops",
+                                          "decoder_errors") if t.get(k)}
+            log.warning("%s: %d of %d frames did not come through; the nodes' /diagnostics "
+                        "report %s (drops: a queue overflowed because encoding could not keep "
+                        "up with the input rate)", t["topic"], t["frames_lost"], t["frames_raw"],
+                        counters or "no drops or errors")
     if not args.no_bench:
         plots = bench_drive(bag, out / "rd", [t for _, t in topics])
         for path in plots:
             print(f"plot: {path}")
     print(f"report: {report_path}")
-    return 0 if report["complete"] else 1
+    starved = [t["topic"] for t in report["topics"] if t["frames_decoded"] == 0]
+    if starved:
+        log.error("no decoded frames on %s", starved)
+        return 1
+    return 0
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"camera size must be WxH like 1920x1080, got {text!r}") from None
-    if not (16 <= w <= 8192 and 16 <= h <= 8192):
-        raise ConfigError(f"camera size {w}x{h} is outside 16..8192")
-    return w, h
-
-
-def write_synthetic_bag(bag: Path, duration_s: float, camera_size: tuple[int, int]) -> None:
+def write_synthetic_bag(bag: Path, duration_s: float, camera_size: tuple[int, int]) -> dict[str, int]:
+    """Write the drive; returns the message count per topic."""
     from .synthetic.cli import write_drive_bag
-    if bag.exists():
-        import shutil
-        shutil.rmtree(bag)
-    write_drive_bag(bag, duration_s=duration_s, camera_size=camera_size)
+    return write_drive_bag(bag, duration_s=duration_s, camera_size=camera_size,
+                           overwrite=True)["counts"]
 
 
 def _probe_topics(config: Path) -> list[tuple[Modality, str]]:
@@ -110,20 +115,8 @@ def _probe_topics(config: Path) -> list[tuple[Modality, str]]:
     return topics
 
 
-def _expected_counts(bag: Path, topics: list[str]) -> dict[str, int]:
-    from .bag.io import bag_topics, read_messages
-    present = bag_topics(bag)
-    missing = [t for t in topics if t not in present]
-    if missing:
-        raise ConfigError(f"the bag {str(bag)!r} has no topic(s) {missing}; it has {sorted(present)}")
-    counts = dict.fromkeys(topics, 0)
-    for msg in read_messages(bag, topics):
-        counts[msg.topic] += 1
-    return counts
-
-
 def run_pipeline(bag: Path, config: Path, topics: list[tuple[Modality, str]], report_path: Path,
-                 expected: int, *, domain_id: int | None = None, rate: float = 1.0,
+                 expected: dict[str, int], *, domain_id: int | None = None, rate: float = 1.0,
                  timeout_s: float = 300.0) -> dict:
     """Probe, encoder and decoder first; the bag player once they are connected."""
     env = launch_environment(fastdds_profile())
@@ -134,12 +127,15 @@ def run_pipeline(bag: Path, config: Path, topics: list[tuple[Modality, str]], re
     ready_file.unlink(missing_ok=True)
     report_path.unlink(missing_ok=True)
     probe = NodeSpec("sensor_codec", "pipeline_probe", "sensor_codec_probe", arguments=[
-        *(a for m, t in topics for a in ("--topic", f"{m.label}:{t}")),
-        "--expect", str(expected), "--out", str(report_path), "--ready-file", str(ready_file),
+        *(a for m, t in topics for a in ("--topic", f"{m.label}:{t}={expected[t]}")),
+        "--out", str(report_path), "--ready-file", str(ready_file),
         "--timeout", str(timeout_s)])
     specs = pipeline_graph(config, encoder=True, decoder=True, bag=None)
     player = pipeline_graph(config, encoder=True, decoder=False, bag=bag, rate=rate,
                             wait_for_subscribers=30.0)[0]
+    # The probe listens to the raw topics too: replay only once both it and
+    # the encoder are matched, or the probe would miss the first frames.
+    player = dataclasses.replace(player, arguments=[*player.arguments, "--min-subscribers", "2"])
     procs: dict[str, subprocess.Popen] = {}
     try:
         for spec in [probe, *specs]:
