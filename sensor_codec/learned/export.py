@@ -46,7 +46,10 @@ def round_weights_to_half(model: torch.nn.Module) -> None:
     so all backends run identical weights.
     """
     with torch.no_grad():
-        for tensor in list(model.parameters()) + list(model.buffers()):
+        # Only what the release stores (the state dict): non-persistent
+        # constants such as the input normalisation stay exact, as they are
+        # when a backend rebuilds the module from the release.
+        for tensor in model.state_dict().values():
             if tensor.dtype == torch.float32:
                 tensor.copy_(tensor.half().float())
 
@@ -142,7 +145,7 @@ def export_backbone(checkpoint: str | Path, out_dir: str | Path, *, val_data=Non
         "outputs": {"backbone": BACKBONE_OUTPUTS}, "onnx_opset": ONNX_OPSET,
         "classes": list(CLASS_NAMES), "tap": {"name": "tap", "channels": TAP_CHANNELS, "stride": 8},
         "metrics": metrics, "source_weights": weights_path.name,
-        "training": {k: train_state.get(k) for k in ("epoch", "best_epoch", "best_miou", "config")},
+        "training": {k: train_state.get(k) for k in ("epoch", "best_epoch", "best_miou", "config", "resumed")},
         "export_command": command,
     }
     (out / f"{model_id}.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -182,6 +185,8 @@ def backbone_card(manifest: dict, train_state: dict) -> str:
         "- CamVid is for research use; cite Brostow et al. 2008 in published figures.", "",
         "## Commands", "```",
         config.get("command", "(training command not recorded)"),
+        *[f"{r['command']}   # resumed after epoch {r['at_epoch']}, schedule set to {r['epochs']} epochs"
+          for r in train_state.get("resumed", [])],
         manifest.get("export_command") or "(export command not recorded)", "```", "",
         "## Metrics (CamVid val, 101 frames, 480x360, void ignored)",
     ]
