@@ -153,12 +153,8 @@ class HeaderInfo:
         return format_tag(self.modality, self.codec, self.model_id, self.version)
 
 
-def peek_header(payload: bytes | bytearray | memoryview) -> HeaderInfo:
-    """Read the identifying prefix of a payload without touching its sections."""
-    r = _Reader(memoryview(payload).cast("B"))
-    magic, version, modality_id, _flags, stamp_ns = r.unpack(_FIXED, "fixed header")
-    if magic != MAGIC:
-        raise BadMagicError(f"not a sensor_codec payload: starts with {magic!r}")
+def _read_identity(r: "_Reader", modality_id: int) -> tuple[Modality, str, str, str]:
+    """Modality, codec name, model id and frame id, which follow the fixed header."""
     try:
         modality = Modality(modality_id)
     except ValueError:
@@ -167,6 +163,16 @@ def peek_header(payload: bytes | bytearray | memoryview) -> HeaderInfo:
     model = bytes(r.take(r.unpack(_U8, "model id length")[0], "model id")).decode("ascii", "replace")
     frame_id = bytes(r.take(r.unpack(_U16, "frame id length")[0], "frame id")).decode(
         "utf-8", "replace")
+    return modality, codec, model, frame_id
+
+
+def peek_header(payload: bytes | bytearray | memoryview) -> HeaderInfo:
+    """Read the identifying prefix of a payload without touching its sections."""
+    r = _Reader(memoryview(payload).cast("B"))
+    magic, version, modality_id, _flags, stamp_ns = r.unpack(_FIXED, "fixed header")
+    if magic != MAGIC:
+        raise BadMagicError(f"not a sensor_codec payload: starts with {magic!r}")
+    modality, codec, model, frame_id = _read_identity(r, modality_id)
     return HeaderInfo(version, modality, codec, model, stamp_ns, frame_id)
 
 
@@ -198,14 +204,7 @@ def unpack(payload: bytes | bytearray | memoryview, *, verify_crc: bool = True) 
             raise ChecksumMismatchError(
                 f"CRC32 mismatch: stored {stored:#010x}, computed {actual:#010x} "
                 "(payload corrupted in transit or storage)")
-    try:
-        modality = Modality(modality_id)
-    except ValueError:
-        raise WireFormatError(f"unknown modality id {modality_id}") from None
-    codec = bytes(r.take(r.unpack(_U8, "codec length")[0], "codec name")).decode("ascii", "replace")
-    model = bytes(r.take(r.unpack(_U8, "model id length")[0], "model id")).decode("ascii", "replace")
-    frame_id = bytes(r.take(r.unpack(_U16, "frame id length")[0], "frame id")).decode(
-        "utf-8", "replace")
+    modality, codec, model, frame_id = _read_identity(r, modality_id)
     meta_len, = r.unpack(_U32, "metadata length")
     if meta_len > MAX_METADATA_BYTES:
         raise OversizedPayloadError(
