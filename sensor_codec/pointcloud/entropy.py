@@ -153,6 +153,23 @@ def _encode_uniform(enc, chunk: np.ndarray, width: np.ndarray) -> None:
     enc.encode(chunk, Uniform(), sizes)
 
 
+def read_extra_bits(dec, sym: np.ndarray) -> np.ndarray:
+    """The raw low bits that follow each symbol, read in chunks of EXTRA_CHUNK bits."""
+    nextra = symbol_extra_bits(sym)
+    extra = np.zeros(len(sym), np.uint64)
+    has = np.flatnonzero(nextra > 0)
+    if has.size:
+        ne = nextra[has]
+        acc = np.zeros(has.size, np.uint64)
+        for k in range(0, int(ne.max()), EXTRA_CHUNK):
+            live = ne > k
+            width = np.minimum(ne[live] - k, EXTRA_CHUNK)
+            sizes = (np.int64(1) << width).astype(np.int32)
+            acc[live] |= np.asarray(dec.decode(Uniform(), sizes), np.uint64) << np.uint64(k)
+        extra[has] = acc
+    return extra
+
+
 class _CheckedDecoder:
     """constriction reports data that cannot come from the model with an
     AssertionError; a damaged payload must surface as a WireFormatError."""
@@ -194,20 +211,7 @@ class StreamReader:
             sym[order] = s_sorted
         if int(sym.max()) >= ALPHABET:
             raise WireFormatError(f"decoded symbol {int(sym.max())} is outside the alphabet")
-        nextra = symbol_extra_bits(sym)
-        extra = np.zeros(count, np.uint64)
-        has = np.flatnonzero(nextra > 0)
-        if has.size:
-            ne = nextra[has]
-            acc = np.zeros(has.size, np.uint64)
-            for k in range(0, int(ne.max()), EXTRA_CHUNK):
-                live = ne > k
-                width = np.minimum(ne[live] - k, EXTRA_CHUNK)
-                sizes = (np.int64(1) << width).astype(np.int32)
-                chunk = np.asarray(self.dec.decode(Uniform(), sizes), dtype=np.uint64)
-                acc[live] |= chunk << np.uint64(k)
-            extra[has] = acc
-        return from_symbols(sym, extra)
+        return from_symbols(sym, read_extra_bits(self.dec, sym))
 
 
 # --- frame-adaptive histograms (side information) --------------------------------
@@ -389,19 +393,7 @@ def read_adaptive(reader: StreamReader, count: int) -> np.ndarray:
             raise WireFormatError("decoded symbol outside the alphabet")
         sym[a:b] = s
         counts += np.bincount(s, minlength=ALPHABET)
-    nextra = symbol_extra_bits(sym)
-    table_free = np.zeros(count, np.uint64)
-    has = np.flatnonzero(nextra > 0)
-    if has.size:
-        ne = nextra[has]
-        acc = np.zeros(has.size, np.uint64)
-        for k in range(0, int(ne.max()), EXTRA_CHUNK):
-            live = ne > k
-            width = np.minimum(ne[live] - k, EXTRA_CHUNK)
-            sizes = (np.int64(1) << width).astype(np.int32)
-            acc[live] |= np.asarray(reader.dec.decode(Uniform(), sizes), np.uint64) << np.uint64(k)
-        table_free[has] = acc
-    return from_symbols(sym, table_free)
+    return from_symbols(sym, read_extra_bits(reader.dec, sym))
 
 
 def adaptive_cost_bits(values: np.ndarray) -> float:
