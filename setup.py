@@ -30,7 +30,6 @@ setup(
     maintainer_email="dev@sensor-codec.invalid",
     description="Learned and reference compression of camera, lidar and radar data for ROS 2",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "sensor-codec = sensor_codec.cli:main",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .errors import ConfigError, SensorCodecError
 from .frames import Modality
-from .graph import (NodeSpec, default_config, encoder_input_topics, fastdds_profile,
+from .graph import (NodeSpec, default_config, fastdds_profile,
                     load_config, pipeline_graph)
 from .graph_cli import launch_environment, node_command
 from .synthetic.cli import parse_size

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,8 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .resources import PACKAGE, data_file, share_dir  # noqa: F401  (re-exported)
 
-PACKAGE = "sensor_codec"
 DEFAULT_CONFIG = "pipeline.yaml"
 FASTDDS_PROFILE = "fastdds_profile.xml"
 LAUNCH_FILE = "compress_pipeline.launch.py"
@@ -68,42 +67,6 @@ class NodeSpec:
 
 
 # --- installed data files -------------------------------------------------------
-
-def share_dir() -> Path:
-    """The directory holding ``config/`` and ``launch/``.
-
-    The source tree when running from a checkout (editable or symlink
-    installs), else the package's share directory from the ament index (a
-    colcon install), else ``<prefix>/share/sensor_codec`` (a pip install).
-    """
-    source_root = Path(__file__).resolve().parent.parent
-    if (source_root / "package.xml").is_file() and (source_root / "config").is_dir():
-        return source_root
-    try:
-        from ament_index_python.packages import (PackageNotFoundError,
-                                                 get_package_share_directory)
-    except ImportError:
-        pass  # no ament index: a plain pip install, tried next
-    else:
-        try:
-            return Path(get_package_share_directory(PACKAGE))
-        except PackageNotFoundError:
-            pass  # not a colcon install: tried next
-    prefixed = Path(sys.prefix) / "share" / PACKAGE
-    if (prefixed / "config").is_dir():
-        return prefixed
-    raise ConfigError(
-        f"cannot find the {PACKAGE} data files (config/, launch/): not in the source tree "
-        f"{source_root}, not in the ament index, not in {prefixed}; reinstall the package")
-
-
-def data_file(*parts: str) -> Path:
-    """A file under the share directory, e.g. ``data_file('config', 'pipeline.yaml')``."""
-    path = share_dir().joinpath(*parts)
-    if not path.exists():
-        raise ConfigError(f"installed data file {str(path)!r} is missing; reinstall {PACKAGE}")
-    return path
-
 
 def default_config() -> Path:
     return data_file("config", DEFAULT_CONFIG)

@@ -117,7 +117,6 @@ def test_textures_are_reproducible():
 def test_lidar_rings_elevations_intensity_and_time(drive):
     scan = drive.lidar_scan(3)
     p = scan.frame.points
-    spec = drive.lidar_spec
     assert p.dtype.names == ("x", "y", "z", "intensity", "ring", "time")
     assert p["ring"].dtype == np.uint16 and p["x"].dtype == np.float32
     np.testing.assert_array_equal(np.unique(p["ring"]), np.arange(64))

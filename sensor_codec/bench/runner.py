@@ -27,7 +27,7 @@ import numpy as np
 
 from ..codecs import Codec, codec_class, get_codec
 from ..errors import BagError, ConfigError, InvalidFrameError
-from ..frames import IMAGE_ENCODINGS, CameraFrame, Frame, Modality, PointCloudFrame
+from ..frames import IMAGE_ENCODINGS, CameraFrame, Frame, Modality
 from . import metrics
 
 log = logging.getLogger(__name__)

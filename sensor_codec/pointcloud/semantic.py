@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..resources import data_file
 from ..errors import ConfigError, InvalidFrameError
 
 CLASS_FIELD = "semantic_class"
@@ -24,22 +25,8 @@ MIN_DEPTH = 0.1  # metres in front of the camera
 
 
 def default_bounds_path() -> Path:
-    """``config/lidar_semantic_bounds.yaml`` in the source tree, or in the
-    installed package's share directory."""
-    here = Path(__file__).resolve()
-    candidates = [here.parents[2] / "config" / "lidar_semantic_bounds.yaml"]
-    if candidates[0].is_file():
-        return candidates[0]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        candidates.append(Path(get_package_share_directory("sensor_codec"))
-                          / "config" / "lidar_semantic_bounds.yaml")
-    except (ImportError, LookupError, ValueError, OSError):
-        pass  # not in a ROS environment: the source tree copy is the only one
-    for c in candidates:
-        if c.is_file():
-            return c
-    raise ConfigError(f"semantic bound table not found; looked in {[str(c) for c in candidates]}")
+    """``config/lidar_semantic_bounds.yaml`` of the source tree or the installed package."""
+    return data_file("config", "lidar_semantic_bounds.yaml")
 
 
 def load_class_bounds(path: str | Path | None = None) -> tuple[float, dict[int, float], dict[int, str]]:
