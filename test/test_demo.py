@@ -17,7 +17,10 @@ def test_demo_runs_the_node_pipeline_and_reports_every_topic(tmp_path, monkeypat
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     domain = 150 + os.getpid() % 50
     code = main(["demo", "--out", str(tmp_path), "--duration", "1", "--camera-size", "480x320",
-                 "--domain-id", str(domain), "--no-bench"])
+                 "--domain-id", str(domain), "--no-bench",
+                 # half speed: on a loaded 2-core CI machine the encoder may otherwise
+                 # (correctly) drop frames, which this test does not want to judge
+                 "--rate", "0.5"])
     assert code == 0
     report = json.loads((tmp_path / "pipeline_report.json").read_text())
     topics = {t["topic"]: t for t in report["topics"]}
