@@ -5,8 +5,10 @@ codec ``encoder`` and ``decoder``) on numpy feeds and returns numpy outputs:
 
 * ``onnxruntime``: ONNX Runtime CPU execution provider on the exported graphs.
 * ``torch``: PyTorch eager on CPU, modules rebuilt from the safetensors weights.
-* ``auto``: ``onnxruntime`` when it imports (it is the faster CPU path for
-  these graphs), else ``torch``; the choice and the reason are logged.
+* ``auto``: the best usable GPU backend from ``sensor_codec.engines.registry``
+  (``tensorrt`` > ``onnxruntime-cuda`` > ``torch-cuda``), else ``onnxruntime``
+  when it imports (it is the faster CPU path for these graphs), else ``torch``;
+  the choice and the reason are logged.
 
 torch and onnxruntime are imported only inside their backend, so a process
 that uses one never loads the other.
@@ -126,20 +128,34 @@ def _import_kind(kind: str) -> None:
         importlib.import_module(modules[kind])
 
 
+def _gpu_backends():
+    """The GPU backends' table (TensorRT, CUDA variants); a light import, see sensor_codec.engines."""
+    from ..engines import registry
+
+    return registry
+
+
 def choose_backend(name: str = "auto") -> tuple[str, str]:
-    """(backend name, why)."""
-    if name not in BACKENDS:
-        raise ConfigError(f"backend {name!r} is not one of {list(BACKENDS)}")
+    """(backend name, why). GPU names may carry options: ``torch-cuda:fp16``."""
+    gpu = _gpu_backends()
+    if name not in BACKENDS and not gpu.is_registered(name):
+        raise ConfigError(f"backend {name!r} is not one of {list(BACKENDS) + gpu.names()}")
     if name != "auto":
+        gpu.parse_backend_name(name)  # unknown options fail here, before any model loads
         return name, "requested"
+    best, skipped = gpu.auto_choice()
+    if best is not None:
+        return best, skipped
     if importlib.util.find_spec("onnxruntime") is not None:
-        return "onnxruntime", "auto: onnxruntime is installed (fastest CPU path)"
-    return "torch", "auto: onnxruntime is not installed, falling back to PyTorch"
+        return "onnxruntime", f"auto: onnxruntime is installed (fastest CPU path); {skipped}"
+    return "torch", f"auto: onnxruntime is not installed, falling back to PyTorch; {skipped}"
 
 
 def make_backend(release: ModelRelease, name: str = "auto", threads: int = 0) -> Backend:
     chosen, why = choose_backend(name)
     log.info("model %s runs on %s (%s)", release.model_id, chosen, why)
+    if _gpu_backends().is_registered(chosen):
+        return _gpu_backends().create(chosen, release, threads)
     if chosen == "onnxruntime":
         return OnnxRuntimeBackend(release, threads)
     return TorchBackend(release, threads)
