@@ -273,3 +273,32 @@ def test_shipped_backbone_segments_real_frames_sensibly():
     truth = imagecodecs.imread(str(CAMVID / "valannot" / name))
     valid = truth < NUM_CLASSES
     assert float((semantic[valid] == truth[valid]).mean()) > 0.75  # pixel accuracy on one frame
+
+
+def test_training_data_from_a_rosbag_pairs_labels_by_stamp(tmp_path):
+    from sensor_codec.bag.io import BagWriter
+    from sensor_codec.frames import CameraFrame
+    from sensor_codec.learned.data import load_training_data
+    from sensor_codec.messages import frame_to_image, rosbags_types
+
+    types = rosbags_types()
+    data = _tiny_set(n=3, height=32, width=48)
+    bag = tmp_path / "drive"
+    with BagWriter(bag) as writer:
+        for i in range(3):
+            rgb = np.ascontiguousarray(data.images[i].permute(1, 2, 0).numpy())
+            stamp = 1_000 + i
+            # bgr8 on the wire: the loader must turn it back into RGB.
+            writer.write("/cam/image", stamp, frame_to_image(
+                CameraFrame(np.ascontiguousarray(rgb[:, :, ::-1]), "bgr8", stamp, "cam"), types))
+            if i != 1:  # frame 1 has no label
+                writer.write("/cam/labels", stamp, frame_to_image(
+                    CameraFrame(data.labels[i].numpy(), "mono8", stamp, "cam"), types))
+    labelled = load_training_data(bag, image_topic="/cam/image", label_topic="/cam/labels")
+    assert labelled.names == ["1000", "1002"]
+    assert torch.equal(labelled.images[1], data.images[2])
+    assert torch.equal(labelled.labels[0], data.labels[0])
+    images_only = load_training_data(bag, image_topic="/cam/image", need_labels=False)
+    assert len(images_only) == 3 and images_only.labels is None
+    with pytest.raises(ConfigError, match="--label-topic"):
+        load_training_data(bag, image_topic="/cam/image")

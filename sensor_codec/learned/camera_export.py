@@ -116,7 +116,7 @@ def export_camera(checkpoint: str | Path, out_dir: str | Path, *, backbone: str 
         "latent_channels": LATENT, "hidden_channels": HIDDEN, "hyper_channels": HYPER,
         "levels": LEVELS, "lambdas": list(LAMBDAS), "qmap_gains": list(QMAP_GAINS),
         "constriction_version": version("constriction"),
-        "training": {k: train_state.get(k) for k in ("epoch", "step", "config")},
+        "training": {k: train_state.get(k) for k in ("epoch", "step", "config", "resumed")},
         "export_command": command, "metrics": {},
     }
     manifest_path = out / f"{model_id}.json"
@@ -174,6 +174,8 @@ def camera_card(manifest: dict, train_state: dict) -> str:
         "- **short CPU training**: this release is an architecture/format check and does NOT meet",
         "  issue 3's rate-distortion bars.", "",
         "## Commands", "```", config.get("command", "(not recorded)"),
+        *[f"{r['command']}   # resumed at step {r['at_step']}, schedule set to {r['max_steps']} steps"
+          for r in train_state.get("resumed", [])],
         manifest.get("export_command") or "(not recorded)", "```", "",
     ]
     if "rd_val" in metrics:

@@ -130,6 +130,8 @@ def train_camera(train_set: ImageSet, out_dir: str | Path, config: CameraTrainCo
         torch.set_rng_state(extra["torch_rng"])
         state["config"]["epochs"] = config.epochs
         state["config"]["max_steps"] = config.max_steps
+        state.setdefault("resumed", []).append({"at_step": state["step"], "command": config.command,
+                                                "max_steps": config.max_steps})
     steps_per_epoch = max(1, len(train_set) // config.batch_size)
     total_steps = config.max_steps or steps_per_epoch * config.epochs
     from tqdm import tqdm
