@@ -1,0 +1,323 @@
+"""ONNX -> TensorRT engine, and the engine cache that loads, builds or rebuilds.
+
+Written against the TensorRT Python API (8.6 and 10.x)::
+
+    builder = trt.Builder(logger); network = builder.create_network(flags)
+    trt.OnnxParser(network, logger).parse(onnx bytes)
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, bytes)
+    config.set_flag(trt.BuilderFlag.FP16 / INT8 / GPU_FALLBACK)
+    config.int8_calibrator = IInt8EntropyCalibrator2 subclass; config.set_calibration_profile(p)
+    profile = builder.create_optimization_profile(); profile.set_shape(name, min, opt, max)
+    config.add_optimization_profile(profile)
+    config.default_device_type = trt.DeviceType.DLA; config.DLA_core = n
+    builder.build_serialized_network(network, config)
+
+``tensorrt`` is imported inside the functions, never at module import.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .artefacts import PRECISIONS, Decision, EngineKey, Sidecar, decide, default_engines_dir, file_sha256
+from .calibration import CalibrationSource, calibration_batches, graph_feeds, source_frames
+from .errors import BackendUnavailableError, EngineError
+from .shapes import ShapePlan
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WORKSPACE_MIB = 1024
+
+
+def import_tensorrt():
+    try:
+        import tensorrt
+    except ImportError:
+        raise BackendUnavailableError(
+            "TensorRT is not installed: on a Jetson it comes with JetPack (python3-libnvinfer), "
+            "elsewhere pip install tensorrt; the onnxruntime / torch backends run without it") from None
+    return tensorrt
+
+
+def tensorrt_version() -> str:
+    return import_tensorrt().__version__
+
+
+class _TensorRTLogger:
+    """One trt.Logger per process whose messages go to Python logging."""
+
+    _instance = None
+
+    @classmethod
+    def get(cls):
+        if cls._instance is None:
+            trt = import_tensorrt()
+
+            class Logger(trt.ILogger):
+                def __init__(self) -> None:
+                    trt.ILogger.__init__(self)
+
+                def log(self, severity, msg) -> None:
+                    level = {trt.ILogger.INTERNAL_ERROR: logging.CRITICAL, trt.ILogger.ERROR: logging.ERROR,
+                             trt.ILogger.WARNING: logging.WARNING, trt.ILogger.INFO: logging.DEBUG
+                             }.get(severity, logging.DEBUG)
+                    log.log(level, "TensorRT: %s", msg)
+
+            cls._instance = Logger()
+        return cls._instance
+
+
+def trt_logger():
+    return _TensorRTLogger.get()
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """How to build: precision, shapes, Jetson options, int8 calibration."""
+
+    precision: str = "fp16"
+    plan: ShapePlan | None = None
+    workspace_mib: int = DEFAULT_WORKSPACE_MIB
+    dla_core: int | None = None
+    gpu_fallback: bool = True
+    calibration: CalibrationSource | None = None
+    device: int = 0
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise EngineError(f"precision {self.precision!r} is not one of {list(PRECISIONS)}")
+        if self.precision == "int8" and self.calibration is None:
+            raise EngineError("int8 engines need calibration frames: pass an image folder or a rosbag "
+                              "(--calib-images DIR or --calib-bag BAG --calib-topic TOPIC)")
+        if self.workspace_mib < 16:
+            raise EngineError(f"workspace of {self.workspace_mib} MiB is too small (>= 16)")
+        if self.dla_core is not None and self.dla_core < 0:
+            raise EngineError(f"DLA core {self.dla_core} must be >= 0")
+
+
+def engine_key(release, graph: str, settings: BuildSettings, profiles: list[dict], gpu: dict,
+               trt_version: str, shape_tag: str | None = None) -> EngineKey:
+    onnx_path = release.graph_path(graph)
+    if not onnx_path.is_file():
+        raise EngineError(f"ONNX graph {onnx_path} of {release.model_id} is missing; export it first")
+    calibration = ""
+    if settings.precision == "int8" and settings.calibration is not None:
+        calibration = settings.calibration.identity
+    return EngineKey(model_id=release.model_id, model_sha256=str(release.manifest.get("sha256", "")),
+                     graph=graph, onnx_sha256=file_sha256(onnx_path), precision=settings.precision,
+                     shape_tag=shape_tag or (settings.plan.tag if settings.plan else "custom"),
+                     profiles=EngineKey.freeze_profiles(profiles), tensorrt_version=trt_version,
+                     gpu_name=gpu["name"], compute_capability=gpu["compute_capability"],
+                     dla_core=settings.dla_core, calibration=calibration)
+
+
+def _network_flags(trt) -> int:
+    # TensorRT 10 networks are always explicit-batch (the flag is deprecated);
+    # TensorRT 8.x needs it for ONNX models.
+    if int(trt.__version__.split(".")[0]) >= 10:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+
+
+def _make_calibrator(trt, batches: list[dict[str, np.ndarray]], input_names: list[str], cache_path: Path):
+    """An IInt8EntropyCalibrator2 that feeds ``batches`` through device buffers."""
+    from . import cuda_runtime
+
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)  # TensorRT requires the explicit base call
+            self.batches = batches
+            self.index = 0
+            self.buffers = {name: cuda_runtime.DeviceBuffer(batches[0][name].nbytes) for name in input_names}
+            self.stream = cuda_runtime.Stream()
+
+        def get_batch_size(self) -> int:
+            return 1  # the graphs have an explicit batch of 1
+
+        def get_batch(self, names, *args):
+            if self.index >= len(self.batches):
+                return None
+            batch = self.batches[self.index]
+            self.index += 1
+            for name in names:
+                cuda_runtime.copy_to_device(self.buffers[name].pointer, batch[name], self.stream)
+            self.stream.synchronize()
+            return [self.buffers[name].pointer for name in names]
+
+        def read_calibration_cache(self):
+            if cache_path.is_file():
+                log.info("int8 calibration: reusing the cache %s", cache_path)
+                return cache_path.read_bytes()
+            return None
+
+        def write_calibration_cache(self, cache) -> None:
+            cache_path.write_bytes(bytes(cache))
+
+        def release(self) -> None:
+            for buffer in self.buffers.values():
+                buffer.free()
+            self.stream.close()
+
+    return EntropyCalibrator()
+
+
+def build_engine(onnx_path: str | Path, profiles: list[dict], settings: BuildSettings, *,
+                 calibration_batches_list: list[dict] | None = None, calibration_cache: Path | None = None
+                 ) -> bytes:
+    """Serialised engine for ``onnx_path`` with one optimisation profile per entry of ``profiles``."""
+    trt = import_tensorrt()
+    logger = trt_logger()
+    builder = trt.Builder(logger)
+    network = builder.create_network(_network_flags(trt))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EngineError(f"TensorRT cannot parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
+    if settings.precision in ("fp16", "int8"):
+        if not builder.platform_has_fast_fp16:
+            log.warning("this GPU has no fast fp16; building %s anyway", settings.precision)
+        config.set_flag(trt.BuilderFlag.FP16)  # int8 engines fall back to fp16, not fp32
+    network_inputs = [network.get_input(i).name for i in range(network.num_inputs)]
+    trt_profiles = []
+    for profile_shapes in profiles:
+        profile = builder.create_optimization_profile()
+        for name in network_inputs:
+            if name not in profile_shapes:
+                raise EngineError(f"no shape given for input {name!r} of {onnx_path}")
+            low, typical, high = profile_shapes[name]
+            profile.set_shape(name, tuple(low), tuple(typical), tuple(high))
+        config.add_optimization_profile(profile)
+        trt_profiles.append(profile)
+    calibrator = None
+    if settings.precision == "int8":
+        if not builder.platform_has_fast_int8:
+            log.warning("this GPU has no fast int8; the engine may be slower than fp16")
+        if not calibration_batches_list:
+            raise EngineError("int8 build without calibration batches")
+        config.set_flag(trt.BuilderFlag.INT8)
+        calibrator = _make_calibrator(trt, calibration_batches_list, network_inputs,
+                                      calibration_cache or Path(str(onnx_path) + ".calib"))
+        config.int8_calibrator = calibrator
+        config.set_calibration_profile(trt_profiles[0])
+    if settings.dla_core is not None:
+        if builder.num_DLA_cores == 0:
+            raise EngineError(f"DLA core {settings.dla_core} requested, this device has no DLA")
+        if settings.dla_core >= builder.num_DLA_cores:
+            raise EngineError(f"DLA core {settings.dla_core} requested, this device has "
+                              f"{builder.num_DLA_cores}")
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = settings.dla_core
+        if settings.gpu_fallback:
+            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    try:
+        serialized = builder.build_serialized_network(network, config)
+    finally:
+        if calibrator is not None:
+            calibrator.release()
+    if serialized is None:
+        raise EngineError(f"TensorRT failed to build an engine from {onnx_path} "
+                          f"({settings.precision}, {len(profiles)} profile(s)); see the TensorRT log above")
+    return bytes(serialized)
+
+
+class EngineCache:
+    """Engines of one folder: load a matching one, else build (or rebuild a stale one), saying which."""
+
+    def __init__(self, folder: str | Path | None = None, *, device: int = 0) -> None:
+        self.folder = default_engines_dir(folder)
+        self.device = device
+
+    def gpu(self) -> dict:
+        from . import cuda_runtime
+
+        return cuda_runtime.device_info(self.device)
+
+    def key(self, release, graph: str, settings: BuildSettings, profiles: list[dict],
+            shape_tag: str | None = None) -> EngineKey:
+        trt_version = tensorrt_version()  # first: "TensorRT is not installed" beats a CUDA error
+        return engine_key(release, graph, settings, profiles, self.gpu(), trt_version, shape_tag)
+
+    def find_covering(self, release, graph: str, settings: BuildSettings,
+                      shapes: dict[str, tuple[int, ...]]) -> tuple[bytes, list[dict]] | None:
+        """A valid cached engine (e.g. from 'engines build') whose profiles cover ``shapes``."""
+        from .artefacts import related_engines
+        from .shapes import profile_index_for
+
+        probe_key = self.key(release, graph, settings, [], "any")
+        for sidecar in related_engines(self.folder, probe_key):
+            recorded = sidecar.key
+            if recorded.precision != settings.precision or recorded.dla_core != settings.dla_core:
+                continue
+            profiles = recorded.profile_dicts()
+            if profile_index_for(profiles, shapes) is None:
+                continue
+            wanted = self.key(release, graph, settings, profiles, recorded.shape_tag)
+            if settings.precision == "int8":  # any calibration the user chose when building
+                wanted = EngineKey.from_json(dict(wanted.to_json(), calibration=recorded.calibration))
+            decision = decide(self.folder, wanted)
+            if decision.action == "load":
+                log.info("%s", decision.describe())
+                return decision.path.read_bytes(), profiles
+            log.info("cached engine %s not used: %s", decision.path.name, "; ".join(decision.reasons))
+        return None
+
+    def load_or_build(self, release, graph: str, settings: BuildSettings, profiles: list[dict] | None = None,
+                      *, force: bool = False, models: str | None = None,
+                      shape_tag: str | None = None) -> tuple[bytes, Decision]:
+        """(serialised engine, what was done and why)."""
+        if profiles is None:
+            if settings.plan is None:
+                raise EngineError("an engine needs camera resolutions or explicit profiles")
+            profiles = settings.plan.profiles(release.manifest, graph)
+        wanted = self.key(release, graph, settings, profiles, shape_tag)
+        decision = decide(self.folder, wanted, force=force)
+        if decision.action == "load":
+            log.info("%s", decision.describe())
+            return decision.path.read_bytes(), decision
+        # A stale engine is worth a warning: someone upgraded TensorRT, swapped the GPU or the model.
+        log.log(logging.WARNING if decision.action == "rebuild" else logging.INFO, "%s", decision.describe())
+        batches = None
+        if settings.precision == "int8":
+            batches = self._calibration(release, graph, settings, profiles, models)
+        started = time.perf_counter()
+        engine = build_engine(release.graph_path(graph), profiles, settings, calibration_batches_list=batches,
+                              calibration_cache=decision.path.with_suffix(".calib"))
+        seconds = time.perf_counter() - started
+        self.folder.mkdir(parents=True, exist_ok=True)
+        temporary = decision.path.with_name(decision.path.name + ".tmp")
+        temporary.write_bytes(engine)
+        os.replace(temporary, decision.path)
+        build = {"seconds": round(seconds, 1), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                 "host": platform.node(), "user": getpass.getuser(), "workspace_mib": settings.workspace_mib,
+                 "gpu_fallback": settings.gpu_fallback, "plan": settings.plan.to_json() if settings.plan else None,
+                 "onnx": release.graph_path(graph).name, "reason": list(decision.reasons)}
+        Sidecar(key=wanted, engine_sha256=file_sha256(decision.path), build=build).write(decision.path)
+        log.info("built %s in %.0f s", decision.path.name, seconds)
+        return engine, decision
+
+    def _calibration(self, release, graph: str, settings: BuildSettings, profiles: list[dict],
+                     models: str | None) -> list[dict]:
+        """Calibration feeds at the first profile's opt shapes (the calibration profile)."""
+        plan = settings.plan
+        resolution = plan.dynamic[1] if plan and plan.dynamic else (plan.resolutions[0] if plan else None)
+        if resolution is None:
+            raise EngineError("int8 calibration needs a camera resolution")
+        expected = {name: bounds[1] for name, bounds in profiles[0].items()}
+        names = list(release.manifest["inputs"][graph])
+        feeds = graph_feeds(graph, release, source_frames(settings.calibration), resolution, models=models)
+        batches = list(calibration_batches(feeds, names, expected, settings.calibration.count))
+        if not batches:
+            raise EngineError(f"no calibration frames from {settings.calibration.path}")
+        log.info("int8 calibration: %d frames from %s at %s", len(batches), settings.calibration.path, resolution)
+        return batches

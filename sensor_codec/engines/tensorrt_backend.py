@@ -1,0 +1,211 @@
+"""The ``tensorrt`` backend: a release's graphs as TensorRT engines.
+
+Per graph the backend asks the ``EngineCache`` for an engine covering the
+feed shapes: a cached one that matches model, TensorRT and GPU is loaded; a
+missing or stale one is built (and the log says which and why). Frame sizes
+nobody planned for get a fixed-shape engine built on first use; plan them
+with ``sensor-codec engines build`` to avoid the wait.
+
+Inference follows TensorRT's samples: inputs are copied into pinned host
+buffers, ``cudaMemcpyAsync`` to the device on the backend's own stream,
+``set_input_shape`` / ``set_tensor_address`` per tensor,
+``execute_async_v3(stream)``, outputs copied back asynchronously, one
+``cudaStreamSynchronize``. Every CUDA failure is a ``CudaError`` with the
+CUDA error name. Only this module (and ``builder`` / ``cuda_runtime``, which
+it uses) imports ``tensorrt`` and the ``cuda`` bindings, inside functions.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import logging
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..learned.runtime import Backend
+from .builder import BuildSettings, EngineCache, import_tensorrt, trt_logger
+from .errors import EngineError
+from .registry import gpu_reason
+from .shapes import plan_from_feed_shapes, profile_index_for
+
+log = logging.getLogger(__name__)
+
+
+def probe() -> tuple[bool, str]:
+    """(usable, why) without importing tensorrt."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return False, "the tensorrt Python package is not installed"
+    if importlib.util.find_spec("cuda") is None:
+        return False, "cuda-python (the cuda bindings) is not installed"
+    has_gpu, found = gpu_reason()
+    if not has_gpu:
+        return False, found
+    try:
+        version = importlib.metadata.version("tensorrt")
+    except importlib.metadata.PackageNotFoundError:
+        version = "from the system (JetPack)"
+    return True, f"TensorRT {version}, {found}"
+
+
+def settings_from_options(options: dict) -> BuildSettings:
+    precision = options.get("precision", "fp32")
+    if options.get("fp16"):
+        precision = "fp16"
+    if options.get("int8"):
+        precision = "int8"
+    if precision == "int8":
+        raise ConfigError("the tensorrt backend cannot calibrate int8 on the fly; build the int8 "
+                          "engine first with 'sensor-codec engines build --precision int8 ...' and run "
+                          "it with the same settings")
+    return BuildSettings(precision=precision, workspace_mib=options.get("workspace_mib", 1024),
+                         dla_core=options.get("dla_core"), gpu_fallback=options.get("gpu_fallback", True),
+                         device=options.get("device", 0))
+
+
+def on_demand_tag(shapes: dict[str, tuple[int, ...]]) -> str:
+    """Shape tag of an engine built for one feed: ``at<W>x<H>`` of the first 4-D input."""
+    for name in sorted(shapes):
+        if len(shapes[name]) == 4:
+            return f"at{shapes[name][3]}x{shapes[name][2]}"
+    return "at" + "-".join("x".join(map(str, shapes[n])) for n in sorted(shapes))
+
+
+class EngineRunner:
+    """One deserialised engine, its execution context and its I/O buffers."""
+
+    def __init__(self, serialized: bytes, profiles: list[dict], stream) -> None:
+        from . import cuda_runtime
+
+        trt = import_tensorrt()
+        self._trt = trt
+        self._runtime = trt.Runtime(trt_logger())
+        self.engine = self._runtime.deserialize_cuda_engine(serialized)
+        if self.engine is None:
+            raise EngineError("TensorRT could not deserialise the engine (built by another TensorRT "
+                              "version or for another GPU?); delete it to rebuild")
+        self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
+        self.profiles = profiles
+        self.stream = stream
+        self.profile = 0
+        self.buffers = cuda_runtime.TensorBuffers()
+        self.inputs, self.outputs = [], []
+        for index in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(index)
+            if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                self.inputs.append(name)
+            else:
+                self.outputs.append(name)
+
+    def covers(self, shapes: dict[str, tuple[int, ...]]) -> int | None:
+        return profile_index_for(self.profiles, shapes)
+
+    def infer(self, feeds: dict[str, np.ndarray], output_order: list[str]) -> list[np.ndarray]:
+        from . import cuda_runtime
+
+        trt = self._trt
+        shapes = {name: tuple(feeds[name].shape) for name in self.inputs}
+        profile = self.covers(shapes)
+        if profile is None:
+            raise EngineError(f"engine profiles do not cover input shapes {shapes}")
+        if profile != self.profile:
+            self.context.set_optimization_profile_async(profile, self.stream.pointer)
+            self.profile = profile
+        for name in self.inputs:
+            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+            host, device = self.buffers.get(name, shapes[name], dtype)
+            np.copyto(host, feeds[name], casting="same_kind")
+            if not self.context.set_input_shape(name, shapes[name]):
+                raise EngineError(f"engine rejected shape {shapes[name]} for input {name!r}")
+            self.context.set_tensor_address(name, device)
+            cuda_runtime.copy_to_device(device, host, self.stream)
+        host_outputs = {}
+        for name in self.outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise EngineError(f"output {name!r} has unresolved shape {shape}")
+            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+            host, device = self.buffers.get(name, shape, dtype)
+            self.context.set_tensor_address(name, device)
+            host_outputs[name] = (host, device)
+        if not self.context.execute_async_v3(self.stream.pointer):
+            raise EngineError("TensorRT execute_async_v3 failed; see the TensorRT log")
+        for host, device in host_outputs.values():
+            cuda_runtime.copy_to_host(host, device, self.stream)
+        self.stream.synchronize()
+        # Copies: the pinned buffers are reused by the next call.
+        return [np.array(host_outputs[name][0], copy=True) for name in output_order]
+
+    def close(self) -> None:
+        self.buffers.free()
+
+
+class TensorRTBackend(Backend):
+    """Runs a release's graphs as TensorRT engines (see the module doc)."""
+
+    name = "tensorrt"
+
+    def __init__(self, release, threads: int = 0, options: dict | None = None) -> None:
+        super().__init__(release, threads)
+        from . import cuda_runtime
+
+        options = dict(options or {})
+        self.settings = settings_from_options(options)
+        import_tensorrt()  # fail now, with the install hint, not on the first frame
+        cuda_runtime.set_device(self.settings.device)
+        self.cache = EngineCache(options.get("engines"), device=self.settings.device)
+        self.force_rebuild = bool(options.get("rebuild", False))
+        self.stream = cuda_runtime.Stream()
+        self._runners: dict[str, list[EngineRunner]] = {}
+        gpu = cuda_runtime.device_info(self.settings.device)
+        log.info("tensorrt backend: %s (sm %s), %s, engines in %s", gpu["name"], gpu["compute_capability"],
+                 self.settings.precision, self.cache.folder)
+
+    def output_names(self, graph: str, runner: EngineRunner) -> list[str]:
+        declared = self.release.manifest.get("outputs", {}).get(graph)
+        return list(declared) if declared else list(runner.outputs)
+
+    def _runner(self, graph: str, shapes: dict[str, tuple[int, ...]]) -> EngineRunner:
+        for runner in self._runners.get(graph, []):
+            if runner.covers(shapes) is not None:
+                return runner
+        # A planned engine (from 'engines build') whose profiles cover these shapes;
+        # otherwise a fixed-shape engine for exactly this frame size, built now.
+        found = None if self.force_rebuild else self.cache.find_covering(
+            self.release, graph, self.settings, shapes)
+        if found is not None:
+            serialized, profiles = found
+        else:
+            profiles = [plan_from_feed_shapes(shapes, self.release.manifest, graph)]
+            serialized, _ = self.cache.load_or_build(self.release, graph, self.settings, profiles,
+                                                     force=self.force_rebuild, shape_tag=on_demand_tag(shapes))
+        runner = EngineRunner(serialized, profiles, self.stream)
+        self._runners.setdefault(graph, []).append(runner)
+        return runner
+
+    def preload(self, graph: str, profiles: list[dict]) -> None:
+        """Load (or build) an engine with these profiles before the first frame."""
+        serialized, _ = self.cache.load_or_build(self.release, graph, self.settings, profiles,
+                                                 force=self.force_rebuild)
+        self._runners.setdefault(graph, []).append(EngineRunner(serialized, profiles, self.stream))
+
+    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        names = self.input_names(graph)
+        missing = [n for n in names if n not in feeds]
+        if missing:
+            raise ConfigError(f"graph {graph!r} needs inputs {missing}")
+        shapes = {n: tuple(np.shape(feeds[n])) for n in names}
+        runner = self._runner(graph, shapes)
+        return runner.infer({n: np.asarray(feeds[n]) for n in names}, self.output_names(graph, runner))
+
+    def close(self) -> None:
+        for runners in self._runners.values():
+            for runner in runners:
+                runner.close()
+        self._runners.clear()
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
