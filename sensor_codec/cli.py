@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("sensor_codec.demo", "the main job: synthetic drive through encoder and decoder nodes"),
     "train": ("sensor_codec.learned.train_cli", "train the learned backbone or camera codec"),
     "export": ("sensor_codec.learned.export_cli", "release a trained model: safetensors, ONNX, model card"),
+    "engines": ("sensor_codec.engines.cli", "inference backends, fused encoder graph, TensorRT engines"),
 }
 
 
