@@ -16,15 +16,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sensor_codec.errors import ConfigError
 from sensor_codec.engines import registry
-from sensor_codec.engines.artefacts import (EngineKey, Sidecar, decide, default_engines_dir, file_sha256,
-                                            sidecar_path, slug)
-from sensor_codec.engines.calibration import (CalibrationSource, RecordingBackend, calibration_batches,
-                                              fit_to_resolution, folder_frames)
+from sensor_codec.engines.artefacts import (
+    EngineKey,
+    Sidecar,
+    decide,
+    default_engines_dir,
+    file_sha256,
+    sidecar_path,
+    slug,
+)
+from sensor_codec.engines.calibration import (
+    CalibrationSource,
+    RecordingBackend,
+    calibration_batches,
+    fit_to_resolution,
+    folder_frames,
+)
 from sensor_codec.engines.errors import BackendUnavailableError, CudaError, EngineError
-from sensor_codec.engines.shapes import (Resolution, ShapePlan, graph_input_shapes, plan_from_feed_shapes,
-                                         profile_index_for)
+from sensor_codec.engines.shapes import (
+    Resolution,
+    ShapePlan,
+    graph_input_shapes,
+    plan_from_feed_shapes,
+    profile_index_for,
+)
+from sensor_codec.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 CAMVID_VAL = REPO.parent / "shared" / "data" / "camvid" / "val"
@@ -184,10 +201,10 @@ def test_shape_plans_profiles_and_tags():
 # ------------------------------------------------------------------ artefacts
 
 def _key(**changes) -> EngineKey:
-    fields = dict(model_id="camera-1a2b3c4d5e6f", model_sha256="1a2b3c4d5e6f" + "0" * 52, graph="fused_encoder",
-                  onnx_sha256="f" * 64, precision="fp16", shape_tag="1920x1080",
-                  profiles=EngineKey.freeze_profiles([{"image": ((1, 3, 1080, 1920),) * 3}]),
-                  tensorrt_version="10.3.0", gpu_name="Orin (nvgpu)", compute_capability="8.7")
+    fields = {"model_id": "camera-1a2b3c4d5e6f", "model_sha256": "1a2b3c4d5e6f" + "0" * 52,
+              "graph": "fused_encoder", "onnx_sha256": "f" * 64, "precision": "fp16", "shape_tag": "1920x1080",
+              "profiles": EngineKey.freeze_profiles([{"image": ((1, 3, 1080, 1920),) * 3}]),
+              "tensorrt_version": "10.3.0", "gpu_name": "Orin (nvgpu)", "compute_capability": "8.7"}
     fields.update(changes)
     return EngineKey(**fields)
 
@@ -251,7 +268,8 @@ def test_decide_names_engines_built_for_another_tensorrt_or_gpu(tmp_path):
     decision = decide(tmp_path, _key())
     assert decision.action == "build"
     text = decision.describe()
-    assert "trt8.6.2-xavier.engine" in text and "TensorRT version 8.6.2 != 10.3.0" in text and "GPU Xavier != Orin" in text
+    assert "trt8.6.2-xavier.engine" in text and "TensorRT version 8.6.2 != 10.3.0" in text
+    assert "GPU Xavier != Orin" in text
 
 
 def test_engines_folder_choice(tmp_path, monkeypatch):
@@ -335,7 +353,8 @@ def test_cuda_failures_become_typed_errors_with_the_cuda_name():
     with pytest.raises(CudaError) as caught:
         cuda_runtime.check("cudaMalloc", (rt.cudaError_t.cudaErrorMemoryAllocation, None))
     assert caught.value.error_name == "cudaErrorMemoryAllocation" and caught.value.code == 2
-    assert caught.value.call == "cudaMalloc" and "cudaMalloc failed with cudaErrorMemoryAllocation (2)" in str(caught.value)
+    assert caught.value.call == "cudaMalloc"
+    assert "cudaMalloc failed with cudaErrorMemoryAllocation (2)" in str(caught.value)
     assert cuda_runtime.check("x", (rt.cudaError_t.cudaSuccess, 7)) == 7
     assert cuda_runtime.check("x", (rt.cudaError_t.cudaSuccess, 1, 2)) == (1, 2)
     if registry.cuda_device_count() == 0:
@@ -350,7 +369,10 @@ def test_cuda_failures_become_typed_errors_with_the_cuda_name():
 
 def test_build_settings_validation():
     from sensor_codec.engines.builder import BuildSettings
-    from sensor_codec.engines.tensorrt_backend import on_demand_tag, settings_from_options
+    from sensor_codec.engines.tensorrt_backend import (
+        on_demand_tag,
+        settings_from_options,
+    )
 
     with pytest.raises(EngineError, match="int8 engines need calibration"):
         BuildSettings(precision="int8")
@@ -373,11 +395,30 @@ def make_camera_release(out: Path) -> str:
     import torch
     from safetensors.numpy import save_file
 
-    from sensor_codec.learned.camera_codec import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS,
-                                                   ENCODER_OUTPUTS, LATENT, LEVELS, CameraCodecNet,
-                                                   DecoderGraph, EncoderGraph, frozen_tensors)
-    from sensor_codec.learned.export import export_onnx, round_weights_to_half, state_numpy
-    from sensor_codec.learned.release import SHIPPED_MODELS, default_release, model_id_for, set_default, tensor_hash
+    from sensor_codec.learned.camera_codec import (
+        DECODER_INPUTS,
+        DECODER_OUTPUTS,
+        ENCODER_INPUTS,
+        ENCODER_OUTPUTS,
+        LATENT,
+        LEVELS,
+        CameraCodecNet,
+        DecoderGraph,
+        EncoderGraph,
+        frozen_tensors,
+    )
+    from sensor_codec.learned.export import (
+        export_onnx,
+        round_weights_to_half,
+        state_numpy,
+    )
+    from sensor_codec.learned.release import (
+        SHIPPED_MODELS,
+        default_release,
+        model_id_for,
+        set_default,
+        tensor_hash,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     backbone = default_release("backbone", SHIPPED_MODELS)
@@ -396,7 +437,8 @@ def make_camera_release(out: Path) -> str:
                 out / f"{model_id}-encoder.onnx", ENCODER_INPUTS, ENCODER_OUTPUTS,
                 {"image": {2: "h", 3: "w"}, "tap": {2: "h8", 3: "w8"}, "gain": {2: "h16", 3: "w16"},
                  "y": {2: "h16", 3: "w16"}, "z": {2: "h64", 3: "w64"}})
-    export_onnx(DecoderGraph(net), (torch.rand(1, LATENT, hp // 16, wp // 16), torch.ones(1, LATENT, hp // 16, wp // 16)),
+    latent_shape = (1, LATENT, hp // 16, wp // 16)
+    export_onnx(DecoderGraph(net), (torch.rand(*latent_shape), torch.ones(*latent_shape)),
                 out / f"{model_id}-decoder.onnx", DECODER_INPUTS, DECODER_OUTPUTS,
                 {"y_hat": {2: "h16", 3: "w16"}, "inv_gain": {2: "h16", 3: "w16"}, "image": {2: "h", 3: "w"}})
     manifest = {"id": model_id, "kind": "camera", "sha256": tensor_hash(tensors), "backbone": backbone.model_id,
@@ -605,6 +647,7 @@ def test_tensorrt_fused_engine_outputs_semantic_and_latents(fused, tmp_path):
     rgb = test_frames(4)[3]
     feeds = fused_feeds(runtime, rgb, 4)
     semantic, qmap, y, z = TensorRTBackend(fused, 0, {"engines": str(tmp_path)}).run("fused_encoder", feeds)
+    assert z.shape[1] == 48 and z.shape[2:] == (y.shape[2] // 4, y.shape[3] // 4)
     ref = runtime.compress(rgb, 4)
     assert semantic.shape == (1, 120, 160) and (semantic[0] == ref.semantic).mean() > 0.999
     assert qmap.shape == (1, 4, 5) and y.shape[1] == 96

@@ -28,8 +28,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .artefacts import PRECISIONS, Decision, EngineKey, Sidecar, decide, default_engines_dir, file_sha256
-from .calibration import CalibrationSource, calibration_batches, graph_feeds, source_frames
+from .artefacts import (
+    PRECISIONS,
+    Decision,
+    EngineKey,
+    Sidecar,
+    decide,
+    default_engines_dir,
+    file_sha256,
+)
+from .calibration import (
+    CalibrationSource,
+    calibration_batches,
+    graph_feeds,
+    source_frames,
+)
 from .errors import BackendUnavailableError, EngineError
 from .shapes import ShapePlan
 

@@ -131,8 +131,7 @@ def calibration_batches(feeds: Iterator[dict[str, np.ndarray]], input_names: lis
                         ) -> Iterator[dict[str, np.ndarray]]:
     """At most ``count`` feeds, each checked against the calibration profile's shapes
     and made contiguous float32 (what the int8 calibrator copies to the GPU)."""
-    produced = 0
-    for feed in feeds:
+    for produced, feed in enumerate(feeds):
         if produced >= count:
             return
         batch = {}
@@ -144,7 +143,6 @@ def calibration_batches(feeds: Iterator[dict[str, np.ndarray]], input_names: lis
                 raise ConfigError(f"calibration input {name!r} has shape {array.shape}, the calibration "
                                   f"profile expects {tuple(expected_shapes[name])}")
             batch[name] = array
-        produced += 1
         yield batch
 
 

@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     shapes = build.add_mutually_exclusive_group(required=True)
     shapes.add_argument("--resolution", action="append", metavar="WxH",
                         help="fixed-shape profile for this camera resolution (repeatable)")
-    shapes.add_argument("--dynamic", metavar="MIN:OPT:MAX", help="one dynamic profile, e.g. 640x480:960x720:1920x1080")
+    shapes.add_argument("--dynamic", metavar="MIN:OPT:MAX",
+                        help="one dynamic profile, e.g. 640x480:960x720:1920x1080")
     build.add_argument("--workspace-mib", type=int, default=1024, help="builder workspace (MiB)")
     build.add_argument("--dla-core", type=int, default=None, help="Jetson: build for this DLA core")
     build.add_argument("--no-gpu-fallback", action="store_true",

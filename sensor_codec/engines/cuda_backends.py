@@ -104,8 +104,8 @@ class TorchCudaBackend(TorchBackend):
                 module.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True  # fixed frame sizes: let cuDNN pick the fastest kernels
         self._graphs: dict[tuple, tuple] = {}  # (graph, shapes) -> (CUDAGraph, static inputs, static outputs)
-        log.info("torch-cuda on %s: fp16=%s channels_last=%s cuda_graphs=%s", torch.cuda.get_device_name(self.device),
-                 self.fp16, self.channels_last, self.cuda_graphs)
+        log.info("torch-cuda on %s: fp16=%s channels_last=%s cuda_graphs=%s",
+                 torch.cuda.get_device_name(self.device), self.fp16, self.channels_last, self.cuda_graphs)
 
     def _to_device(self, array: np.ndarray):
         torch = self._torch

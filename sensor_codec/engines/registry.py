@@ -88,9 +88,7 @@ def parse_backend_name(name: str) -> tuple[str, dict]:
             raise ConfigError(f"backend {base!r} has no option {key!r}; it takes {sorted(allowed)}")
         kind = allowed[key]
         if kind is bool:
-            if not has_value:
-                options[key] = True
-            elif raw.strip().lower() in ("1", "true", "yes", "on"):
+            if not has_value or raw.strip().lower() in ("1", "true", "yes", "on"):
                 options[key] = True
             elif raw.strip().lower() in ("0", "false", "no", "off"):
                 options[key] = False
