@@ -1,0 +1,173 @@
+"""Milliseconds per 960x720 frame of the learned camera codec on each usable backend.
+
+    .venv/bin/python benchmarks/backends.py [--repeats 10] [--threads 2]
+        [--width 960 --height 720] [--models DIR] [--backends onnxruntime,torch] [--json out.json]
+
+Measured side by side in one run, same frame, same thread count (issue 5's
+CPU bar: ONNX Runtime encode, backbone plus camera branch, no slower than
+PyTorch eager):
+
+* ``backbone``: the segmentation graph alone (semantic map + tap);
+* ``backbone+encoder graphs``: the networks of one encode, run as the two
+  released graphs (backbone, then camera encoder on the padded tap);
+* ``fused graph``: the same work as one graph (``sensor_codec.engines.fused``,
+  the graph the TensorRT engine is built from);
+* ``encode``: a whole ``compress`` (networks + quality map + entropy coding);
+  ``encode (fused)`` the same through the fused graph;
+* ``decode``: ``decompress`` without / with regenerating the semantic map.
+
+GPU backends (tensorrt, onnxruntime-cuda, torch-cuda) are measured when they
+are usable on this machine and named in ``--backends``; the median of
+``--repeats`` runs after one warm-up is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+CAMVID_VAL = REPO.parent / "shared" / "data" / "camvid" / "val"
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up: sessions, allocations, cuDNN / engine selection
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - started) * 1000.0)
+    return statistics.median(samples)
+
+
+def test_frame(width: int, height: int) -> np.ndarray:
+    """A CamVid val frame scaled to the size (nearest) when present, else a seeded synthetic one."""
+    if CAMVID_VAL.is_dir():
+        import imagecodecs
+
+        from sensor_codec.engines.calibration import fit_to_resolution
+        from sensor_codec.engines.shapes import Resolution
+
+        image = imagecodecs.imread(str(min(CAMVID_VAL.glob("*.png"))))[..., :3]
+        return fit_to_resolution(image, Resolution(width, height))
+    sys.path.insert(0, str(REPO / "test"))
+    from conftest import synthetic_rgb
+
+    return synthetic_rgb(height, width, seed=0)
+
+
+def measure(backend: str, rgb: np.ndarray, args, fused_dir: Path, camera_available: bool) -> dict:
+    from sensor_codec.learned.runtime import BackboneRunner, image_to_input
+
+    row: dict = {}
+    if not camera_available:
+        runner = BackboneRunner(backend=backend, threads=args.threads, models=args.models or None)
+        image = image_to_input(rgb)
+        row["backbone"] = median_ms(lambda: runner.backend.run("backbone", {"image": image}), args.repeats)
+        return row
+    from sensor_codec.engines.fused import FusedEncoder, fused_feeds, load_fused
+    from sensor_codec.learned.camera_runtime import LearnedCameraRuntime, _pad_to
+    from sensor_codec.learned.runtime import make_backend
+
+    runtime = LearnedCameraRuntime(models=args.models or None, backend=backend, threads=args.threads)
+    level = runtime.levels // 2
+    image = image_to_input(rgb)
+    row["backbone"] = median_ms(lambda: runtime.backbone.backend.run("backbone", {"image": image}), args.repeats)
+
+    seg = runtime.backbone.segment(rgb)
+    hp, wp = runtime.padded_shape(*rgb.shape[:2])
+    qmap = _pad_to(runtime.importance.quality_levels(seg.semantic), hp // 32, wp // 32)
+    gain = runtime._gain_maps(level, qmap, inverse=False)
+
+    def separate_graphs():
+        _, tap = runtime.backbone.backend.run("backbone", {"image": image})
+        padded = _pad_to(rgb.transpose(2, 0, 1), hp, wp)[None].astype(np.float32) / np.float32(255.0)
+        runtime.backend.run("encoder", {"image": padded, "tap": _pad_to(tap[0], hp // 8, wp // 8)[None],
+                                        "gain": gain})
+
+    row["backbone+encoder graphs"] = median_ms(separate_graphs, args.repeats)
+    fused = load_fused(fused_dir, None, args.models or None)
+    fused_backend = make_backend(fused, backend, args.threads)
+    feeds = fused_feeds(runtime, rgb, level)
+    row["fused graph"] = median_ms(lambda: fused_backend.run("fused_encoder", feeds), args.repeats)
+    row["encode"] = median_ms(lambda: runtime.compress(rgb, level), args.repeats)
+    fused_encoder = FusedEncoder(runtime, fused, backend, args.threads)
+    row["encode (fused)"] = median_ms(lambda: fused_encoder.compress(rgb, level), args.repeats)
+    packed = runtime.compress(rgb, level)
+    row["decode"] = median_ms(lambda: runtime.decompress(packed.sections, packed.metadata, with_semantic=False),
+                              args.repeats)
+    row["decode + semantic"] = median_ms(lambda: runtime.decompress(packed.sections, packed.metadata),
+                                         args.repeats)
+    row["bytes"] = sum(len(s) for s in packed.sections)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=int, default=960)
+    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads per backend (0 = library default)")
+    parser.add_argument("--models", default="", help="models folder (default: the shipped one)")
+    parser.add_argument("--backends", default="onnxruntime,torch",
+                        help="comma-separated; GPU ones: tensorrt, onnxruntime-cuda, torch-cuda:fp16,...")
+    parser.add_argument("--json", default="", help="also write the numbers here")
+    args = parser.parse_args(argv)
+
+    from sensor_codec.engines import registry
+    from sensor_codec.errors import UnknownModelError
+    from sensor_codec.learned.release import resolve_release
+
+    try:
+        resolve_release("camera", None, args.models or None)
+        camera_available = True
+    except UnknownModelError as exc:
+        print(f"note: {exc}; measuring the backbone only")
+        camera_available = False
+    rgb = test_frame(args.width, args.height)
+    results: dict = {"frame": f"{args.width}x{args.height}", "threads": args.threads, "repeats": args.repeats,
+                     "cpu": platform.processor() or platform.machine(), "backends": {}}
+    with tempfile.TemporaryDirectory() as fused_dir:
+        if camera_available:
+            from sensor_codec.engines.fused import export_fused
+
+            fused = export_fused(fused_dir, None, args.models or None)
+            results["models"] = {"camera": fused.manifest["camera"], "backbone": fused.manifest["backbone"]}
+        for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+            if registry.is_registered(backend):
+                usable, why = registry.probe(backend)
+                if not usable:
+                    print(f"{backend}: skipped ({why})")
+                    results["backends"][backend] = {"skipped": why}
+                    continue
+            results["backends"][backend] = measure(backend, rgb, args, Path(fused_dir), camera_available)
+    measured = {name: row for name, row in results["backends"].items() if "skipped" not in row}
+    columns = list(next(iter(measured.values()), {}).keys())
+    print(f"\nms per {results['frame']} frame (median of {args.repeats}, {args.threads} threads, "
+          f"{results['cpu']})")
+    print(f"{'':26s}" + "".join(f"{name:>16s}" for name in measured))
+    for column in columns:
+        cells = "".join(f"{row[column]:16.1f}" if column != "bytes" else f"{row[column]:16d}"
+                        for row in measured.values())
+        print(f"{column:26s}{cells}")
+    if "onnxruntime" in measured and "torch" in measured:
+        for column in ("backbone+encoder graphs", "fused graph", "encode", "backbone"):
+            if column in measured["onnxruntime"]:
+                ort, pt = measured["onnxruntime"][column], measured["torch"][column]
+                verdict = "meets" if ort <= pt else "MISSES"
+                print(f"CPU bar ({column}): ONNX Runtime {ort:.1f} ms vs PyTorch eager {pt:.1f} ms -> {verdict}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
