@@ -80,9 +80,9 @@ class _TensorRTLogger:
                     trt.ILogger.__init__(self)
 
                 def log(self, severity, msg) -> None:
-                    level = {trt.ILogger.INTERNAL_ERROR: logging.CRITICAL, trt.ILogger.ERROR: logging.ERROR,
-                             trt.ILogger.WARNING: logging.WARNING, trt.ILogger.INFO: logging.DEBUG
-                             }.get(severity, logging.DEBUG)
+                    levels = trt.ILogger.Severity
+                    level = {levels.INTERNAL_ERROR: logging.CRITICAL, levels.ERROR: logging.ERROR,
+                             levels.WARNING: logging.WARNING}.get(severity, logging.DEBUG)
                     log.log(level, "TensorRT: %s", msg)
 
             cls._instance = Logger()
@@ -198,7 +198,7 @@ def build_engine(onnx_path: str | Path, profiles: list[dict], settings: BuildSet
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
     if settings.precision in ("fp16", "int8"):
-        if not builder.platform_has_fast_fp16:
+        if not getattr(builder, "platform_has_fast_fp16", True):  # deprecated in TensorRT 10
             log.warning("this GPU has no fast fp16; building %s anyway", settings.precision)
         config.set_flag(trt.BuilderFlag.FP16)  # int8 engines fall back to fp16, not fp32
     network_inputs = [network.get_input(i).name for i in range(network.num_inputs)]
@@ -214,7 +214,7 @@ def build_engine(onnx_path: str | Path, profiles: list[dict], settings: BuildSet
         trt_profiles.append(profile)
     calibrator = None
     if settings.precision == "int8":
-        if not builder.platform_has_fast_int8:
+        if not getattr(builder, "platform_has_fast_int8", True):
             log.warning("this GPU has no fast int8; the engine may be slower than fp16")
         if not calibration_batches_list:
             raise EngineError("int8 build without calibration batches")
