@@ -550,6 +550,83 @@ def test_calibration_feeds_have_the_planned_shapes(fused, small_models):
     assert not np.array_equal(feeds[0]["image"], feeds[1]["image"])
 
 
+def _fake_tensorrt_machine(monkeypatch, version="10.3.0", gpu="Orin (nvgpu)"):
+    """EngineCache without TensorRT or a GPU: version and device answered here, builds recorded."""
+    from sensor_codec.engines import builder
+
+    built = []
+
+    def fake_build(onnx_path, profiles, settings, **kwargs):
+        built.append((Path(onnx_path).name, profiles, settings.precision, kwargs.get("calibration_batches_list")))
+        return f"engine for {Path(onnx_path).name} by TensorRT {version}".encode()
+
+    monkeypatch.setattr(builder, "tensorrt_version", lambda: version)
+    monkeypatch.setattr(builder.EngineCache, "gpu", lambda self: {"name": gpu, "compute_capability": "8.7"})
+    monkeypatch.setattr(builder, "build_engine", fake_build)
+    return built
+
+
+def test_engine_cache_builds_loads_and_rebuilds_stale_engines(small_models, tmp_path, monkeypatch, caplog):
+    from sensor_codec.engines.builder import BuildSettings, EngineCache
+    from sensor_codec.learned.release import resolve_release
+
+    camera = resolve_release("camera", None, str(small_models))
+    settings = BuildSettings(precision="fp16", plan=ShapePlan.fixed([Resolution(960, 720), Resolution(1920, 1080)]))
+    built = _fake_tensorrt_machine(monkeypatch, version="8.6.2")
+    cache = EngineCache(tmp_path)
+    with caplog.at_level(logging.INFO, logger="sensor_codec.engines.builder"):
+        engine, decision = cache.load_or_build(camera, "decoder", settings)
+    assert decision.action == "build" and len(built) == 1
+    assert built[0][1][0]["y_hat"] == ((1, 96, 48, 60),) * 3 and built[0][1][1]["y_hat"] == ((1, 96, 68, 120),) * 3
+    assert decision.path.name == f"{camera.model_id}-decoder-fp16-960x720_1920x1080-trt8.6.2-orin-nvgpu.engine"
+    assert decision.path.read_bytes() == engine and Sidecar.read(decision.path).key.tensorrt_version == "8.6.2"
+    # Same machine: loaded, not rebuilt. A covering lookup finds it for a 1920x1080 decoder feed.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sensor_codec.engines.builder"):
+        again, decision = cache.load_or_build(camera, "decoder", settings)
+    assert decision.action == "load" and again == engine and len(built) == 1 and "loading engine" in caplog.text
+    found = cache.find_covering(camera, "decoder", settings, {"y_hat": (1, 96, 68, 120), "inv_gain": (1, 96, 68, 120)})
+    assert found is not None and found[0] == engine and len(found[1]) == 2
+    assert cache.find_covering(camera, "decoder", settings, {"y_hat": (1, 96, 8, 8), "inv_gain": (1, 96, 8, 8)}) is None
+    # TensorRT upgraded: the old engine is named as unusable and a new one is built.
+    built = _fake_tensorrt_machine(monkeypatch, version="10.3.0")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sensor_codec.engines.builder"):
+        _, decision = cache.load_or_build(camera, "decoder", settings)
+    assert decision.action == "build" and len(built) == 1
+    assert "TensorRT version 8.6.2 != 10.3.0" in caplog.text
+    # The engine file was replaced behind the sidecar's back: rebuilt, with a warning saying why.
+    decision.path.write_bytes(b"something else")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sensor_codec.engines.builder"):
+        _, decision = cache.load_or_build(camera, "decoder", settings)
+    assert decision.action == "rebuild" and "rebuilding stale engine" in caplog.text
+    assert any(r.levelno == logging.WARNING and "engine file hash" in r.getMessage() for r in caplog.records)
+
+
+def test_int8_build_calibrates_on_real_frames_at_the_planned_shape(small_models, tmp_path, monkeypatch):
+    import imagecodecs
+
+    from sensor_codec.engines.builder import BuildSettings, EngineCache
+    from sensor_codec.learned.release import resolve_release
+
+    images = tmp_path / "calib"
+    images.mkdir()
+    for i, rgb in enumerate(test_frames(3)):
+        imagecodecs.imwrite(str(images / f"{i}.png"), rgb)
+    camera = resolve_release("camera", None, str(small_models))
+    built = _fake_tensorrt_machine(monkeypatch)
+    settings = BuildSettings(precision="int8", plan=ShapePlan.fixed([Resolution(160, 120)]),
+                             calibration=CalibrationSource(str(images), count=2, seed=1))
+    _, decision = EngineCache(tmp_path / "eng").load_or_build(camera, "encoder", settings)
+    (_, _, precision, batches), = built
+    assert precision == "int8" and len(batches) == 2
+    assert {k: v.shape for k, v in batches[0].items()} == {
+        "image": (1, 3, 128, 192), "tap": (1, 128, 16, 24), "gain": (1, 96, 8, 12)}
+    assert batches[0]["tap"].max() > 0 and batches[0]["gain"].min() > 0
+    assert Sidecar.read(decision.path).key.calibration.endswith("|2|1")
+
+
 # ------------------------------------------------------------------ CLI
 
 def test_cli_backends_and_fuse(fused, small_models, tmp_path, capsys):
