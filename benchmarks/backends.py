@@ -1,7 +1,11 @@
 """Milliseconds per 960x720 frame of the learned camera codec on each usable backend.
 
     .venv/bin/python benchmarks/backends.py [--repeats 10] [--threads 2]
-        [--width 960 --height 720] [--models DIR] [--backends onnxruntime,torch] [--json out.json]
+        [--width 960 --height 720] [--models DIR] [--backend NAME ...] [--json out.json]
+
+    # on a GPU machine (issue 5's GPU bar: 1920x1080 encode >= 30 frames/s in fp16)
+    python benchmarks/backends.py --width 1920 --height 1080 --backend tensorrt:precision=fp16 \
+        --backend torch-cuda:fp16,channels_last,cuda_graphs --backend onnxruntime-cuda
 
 Measured side by side in one run, same frame, same thread count (issue 5's
 CPU bar: ONNX Runtime encode, backbone plus camera branch, no slower than
@@ -16,8 +20,9 @@ PyTorch eager):
   ``encode (fused)`` the same through the fused graph;
 * ``decode``: ``decompress`` without / with regenerating the semantic map.
 
-GPU backends (tensorrt, onnxruntime-cuda, torch-cuda) are measured when they
-are usable on this machine and named in ``--backends``; the median of
+GPU backends (tensorrt, onnxruntime-cuda, torch-cuda, with their options)
+are measured when they are usable on this machine and named with
+``--backend``; the median of
 ``--repeats`` runs after one warm-up is reported.
 """
 
@@ -117,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per backend (0 = library default)")
     parser.add_argument("--models", default="", help="models folder (default: the shipped one)")
-    parser.add_argument("--backends", default="onnxruntime,torch",
-                        help="comma-separated; GPU ones: tensorrt, onnxruntime-cuda, torch-cuda:fp16,...")
+    parser.add_argument("--backend", action="append", dest="backends",
+                        help="backend to measure (repeatable; default onnxruntime and torch); GPU ones "
+                             "take options, e.g. torch-cuda:fp16,channels_last,cuda_graphs")
     parser.add_argument("--json", default="", help="also write the numbers here")
     args = parser.parse_args(argv)
 
@@ -141,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
             fused = export_fused(fused_dir, None, args.models or None)
             results["models"] = {"camera": fused.manifest["camera"], "backbone": fused.manifest["backbone"]}
-        for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+        for backend in args.backends or ["onnxruntime", "torch"]:
             if registry.is_registered(backend):
                 usable, why = registry.probe(backend)
                 if not usable:
@@ -158,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         cells = "".join(f"{row[column]:16.1f}" if column != "bytes" else f"{row[column]:16d}"
                         for row in measured.values())
         print(f"{column:26s}{cells}")
+    if measured and "encode" in columns:
+        print(f"{'encode frames/s':26s}" + "".join(f"{1000.0 / row['encode']:16.1f}" for row in measured.values()))
     if "onnxruntime" in measured and "torch" in measured:
         for column in ("backbone+encoder graphs", "fused graph", "encode", "backbone"):
             if column in measured["onnxruntime"]:
