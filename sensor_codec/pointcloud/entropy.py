@@ -102,6 +102,15 @@ class ModelCache:
         return m
 
 
+def context_runs(contexts: np.ndarray):
+    """Symbols grouped by context (stable): the order, the sorted contexts and
+    the start/end of each context's run, so each run is coded with one model."""
+    order = np.argsort(contexts, kind="stable")
+    sorted_ctx = contexts[order]
+    cuts = np.flatnonzero(np.diff(sorted_ctx)) + 1
+    return order, sorted_ctx, np.r_[0, cuts], np.r_[cuts, len(order)]
+
+
 class StreamWriter:
     """Appends grouped symbols and their extra bits to one range coder."""
 
@@ -119,11 +128,7 @@ class StreamWriter:
             self.enc.encode(sym, self.cache.get(table[0]))
             order = None
         else:
-            order = np.argsort(contexts, kind="stable")
-            sorted_ctx = contexts[order]
-            cuts = np.flatnonzero(np.diff(sorted_ctx)) + 1
-            starts = np.r_[0, cuts]
-            ends = np.r_[cuts, len(order)]
+            order, sorted_ctx, starts, ends = context_runs(contexts)
             s_sorted = sym[order]
             for a, b in zip(starts, ends):
                 self.enc.encode(s_sorted[a:b], self.cache.get(table[sorted_ctx[a]]))
@@ -199,11 +204,7 @@ class StreamReader:
         if contexts is None or table.shape[0] == 1:
             sym = np.asarray(self.dec.decode(self.cache.get(table[0]), count), dtype=np.int32)
         else:
-            order = np.argsort(contexts, kind="stable")
-            sorted_ctx = contexts[order]
-            cuts = np.flatnonzero(np.diff(sorted_ctx)) + 1
-            starts = np.r_[0, cuts]
-            ends = np.r_[cuts, len(order)]
+            order, sorted_ctx, starts, ends = context_runs(contexts)
             s_sorted = np.empty(count, np.int32)
             for a, b in zip(starts, ends):
                 s_sorted[a:b] = self.dec.decode(self.cache.get(table[sorted_ctx[a]]), int(b - a))
