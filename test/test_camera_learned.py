@@ -303,3 +303,24 @@ def test_corrupted_payloads_raise_typed_errors():
     escapes.metadata["ze"] = 10 ** 6
     with pytest.raises(WireFormatError, match="escapes"):
         codec.decode(escapes.pack())
+
+
+# PSNR (dB) of the shipped camera-27e2d313a4b9 on the fixed 256x192 crop of the
+# first test frame (CamVid val 0016E5_07959.png, rows 84..275, columns 112..367), ONNX Runtime.
+# A changed model or bitstream moves these; re-measure and update them with it.
+SHIPPED_PSNR = {"camera-27e2d313a4b9": (25.13, 26.04, 26.75, 27.33, 27.72, 28.02, 28.19, 28.30)}
+
+
+@pytest.mark.skipif(not CAMVID.is_dir(), reason="needs ../shared/data/camvid (the fixed real frame)")
+def test_psnr_window_per_level_on_a_fixed_frame(runtimes):
+    from sensor_codec.learned.camera_export import psnr
+
+    ort = runtimes["onnxruntime"]
+    expected = SHIPPED_PSNR.get(ort.model_id)
+    if expected is None:
+        pytest.skip(f"no PSNR reference recorded for {ort.model_id}")
+    rgb = _frames(1)[0]
+    for level, reference in enumerate(expected):
+        packed = ort.compress(rgb, level)
+        decoded, _ = ort.decompress(packed.sections, packed.metadata, with_semantic=False)
+        assert reference - 0.5 < psnr(rgb, decoded) < reference + 0.5, level

@@ -9,7 +9,7 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
-    sub = parser.add_subparsers(dest="model", metavar="MODEL", required=True)
+    sub = parser.add_subparsers(dest="what", metavar="MODEL", required=True)
     for name, help_text in (("backbone", "segmentation backbone"),
                             ("camera", "learned camera codec (freezes its entropy tables)")):
         p = sub.add_parser(name, help=help_text)
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     command = "sensor-codec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    if args.model == "crosscheck":
+    if args.what == "crosscheck":
         from .camera_export import cross_backend_check
         from .data import load_folder
 
@@ -53,9 +53,9 @@ def run(args: argparse.Namespace) -> int:
     if args.val:
         from .data import load_folder
 
-        val = load_folder(args.val, "val", need_labels=args.model == "backbone"
+        val = load_folder(args.val, "val", need_labels=args.what == "backbone"
                           or bool(getattr(args, "semantic_frames", 0)))
-    if args.model == "backbone":
+    if args.what == "backbone":
         from .export import export_backbone
 
         release = export_backbone(args.checkpoint, args.out, val_data=val, command=command,
