@@ -172,7 +172,9 @@ def qos_mismatch_callbacks(node: Node, topic: str, reliability: str, subscriptio
 
 
 COMMON_PARAMS = (
-    ParamSpec("queue_depth", int, 2,
+    # Four frames (0.4 s at 10 Hz) ride out a hiccup such as a node's first
+    # frame; sustained overload still drops the oldest, keeping latency bounded.
+    ParamSpec("queue_depth", int, 4,
               "frames waiting per topic; when full the oldest is dropped and counted",
               min=1, max=1000),
     ParamSpec("qos.reliability", str, "reliable",

@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.utilities import remove_ros_args
@@ -33,6 +34,8 @@ from ._ros_common import ros_process
 PUBLISH_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                          reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.VOLATILE)
+# How long, after the last message, to wait for reliable subscribers to acknowledge it.
+ACK_TIMEOUT_S = 10.0
 # Granularity of the wait for subscribers (a poll of the match count).
 MATCH_POLL_S = 0.01
 
@@ -122,6 +125,16 @@ class BagPlayer:
                 return missing
             stop.wait(MATCH_POLL_S)
 
+    def wait_until_delivered(self, timeout_s: float) -> list[str]:
+        """Topics whose reliable subscribers have not acknowledged everything yet.
+
+        Exiting right after the last publish would destroy the writers while
+        the last frames are still in flight, and the subscribers would lose them.
+        """
+        deadline = time.monotonic() + timeout_s
+        return [topic for topic, pub in self.publishers.items()
+                if not pub.wait_for_all_acked(Duration(seconds=max(0.0, deadline - time.monotonic())))]
+
     def play(self, rate: float, loop: bool, stop: threading.Event) -> None:
         """Publish every message at its recorded time divided by ``rate``."""
         while not stop.is_set():
@@ -171,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
             except SensorCodecError as exc:
                 log.error(f"replay stopped: {exc}")
                 return 1
+            if not stop.is_set():
+                unacked = player.wait_until_delivered(ACK_TIMEOUT_S)
+                if unacked:
+                    log.warning(f"{unacked} not acknowledged by every subscriber within "
+                                f"{ACK_TIMEOUT_S} s")
             log.info(f"{'stopped' if stop.is_set() else 'done'}; published {player.published}")
             return 0
         finally:

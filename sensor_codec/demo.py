@@ -82,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
             counters = {k: t[k] for k in ("encoder_drops", "encoder_errors", "decoder_drops",
                                           "decoder_errors") if t.get(k)}
             log.warning("%s: %d of %d frames did not come through; the nodes' /diagnostics "
-                        "report %s (drops: a queue overflowed because encoding could not keep "
-                        "up with the input rate)", t["topic"], t["frames_lost"], t["frames_raw"],
+                        "report %s (a drop is a node's input queue overflowing: it could not "
+                        "keep up with the input rate)", t["topic"], t["frames_lost"], t["frames_raw"],
                         counters or "no drops or errors")
     if not args.no_bench:
         plots = bench_drive(bag, out / "rd", [t for _, t in topics])

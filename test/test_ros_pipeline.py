@@ -663,7 +663,7 @@ def test_nodes_declare_described_read_only_parameters():
         assert node.get_parameter("lidar.max_error").value == 0.02
         codec = node.describe_parameter("camera.codec")
         assert "jpeg" in codec.additional_constraints and "png" in codec.additional_constraints
-        assert node.get_parameter("queue_depth").value == 2
+        assert node.get_parameter("queue_depth").value == 4
         assert node.codec_settings[Modality.LIDAR] == ("grid", {"max_error": 0.02,
                                                                 "zstd_level": 9})
     finally:
