@@ -23,13 +23,15 @@ PyTorch eager):
 GPU backends (tensorrt, onnxruntime-cuda, torch-cuda, with their options)
 are measured when they are usable on this machine and named with
 ``--backend``; the median of
-``--repeats`` runs after one warm-up is reported.
+``--repeats`` runs after one warm-up is reported; backends alternate within
+each repeat so that other jobs on a shared machine slow them alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -39,18 +41,31 @@ from pathlib import Path
 
 import numpy as np
 
+# PyTorch's OpenMP threads spin after each op by default and then starve the numpy
+# (BLAS) and ONNX Runtime work that follows in the same process: measured here, a
+# 960x720 PyTorch encode took 2.7 s spinning and 0.39 s passive. Set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 REPO = Path(__file__).resolve().parents[1]
 CAMVID_VAL = REPO.parent / "shared" / "data" / "camvid" / "val"
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up: sessions, allocations, cuDNN / engine selection
-    samples = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1000.0)
-    return statistics.median(samples)
+def interleaved_medians(work: dict[str, dict], repeats: int) -> dict[str, dict[str, float]]:
+    """Median ms per backend and column; backends alternate within each repeat, so a
+    load change on a shared machine hits all of them alike."""
+    samples: dict[str, dict[str, list[float]]] = {b: {c: [] for c in cols} for b, cols in work.items()}
+    columns = list(dict.fromkeys(c for cols in work.values() for c in cols))
+    for column in columns:
+        for cols in work.values():
+            if column in cols:
+                cols[column]()  # warm-up: sessions, allocations, cuDNN / engine selection
+        for _ in range(repeats):
+            for backend, cols in work.items():
+                if column in cols:
+                    started = time.perf_counter()
+                    cols[column]()
+                    samples[backend][column].append((time.perf_counter() - started) * 1000.0)
+    return {b: {c: statistics.median(v) for c, v in cols.items()} for b, cols in samples.items()}
 
 
 def test_frame(width: int, height: int) -> np.ndarray:
@@ -69,14 +84,15 @@ def test_frame(width: int, height: int) -> np.ndarray:
     return synthetic_rgb(height, width, seed=0)
 
 
-def measure(backend: str, rgb: np.ndarray, args, fused_dir: Path, camera_available: bool) -> dict:
+def tasks(backend: str, rgb: np.ndarray, args, fused_dir: Path, camera_available: bool) -> dict:
+    """{column: callable} for one backend (sessions, engines and modules set up here)."""
     from sensor_codec.learned.runtime import BackboneRunner, image_to_input
 
     row: dict = {}
     if not camera_available:
         runner = BackboneRunner(backend=backend, threads=args.threads, models=args.models or None)
         image = image_to_input(rgb)
-        row["backbone"] = median_ms(lambda: runner.backend.run("backbone", {"image": image}), args.repeats)
+        row["backbone"] = lambda: runner.backend.run("backbone", {"image": image})
         return row
     from sensor_codec.engines.fused import FusedEncoder, fused_feeds, load_fused
     from sensor_codec.learned.camera_runtime import LearnedCameraRuntime, _pad_to
@@ -85,7 +101,7 @@ def measure(backend: str, rgb: np.ndarray, args, fused_dir: Path, camera_availab
     runtime = LearnedCameraRuntime(models=args.models or None, backend=backend, threads=args.threads)
     level = runtime.levels // 2
     image = image_to_input(rgb)
-    row["backbone"] = median_ms(lambda: runtime.backbone.backend.run("backbone", {"image": image}), args.repeats)
+    row["backbone"] = lambda: runtime.backbone.backend.run("backbone", {"image": image})
 
     seg = runtime.backbone.segment(rgb)
     hp, wp = runtime.padded_shape(*rgb.shape[:2])
@@ -98,20 +114,17 @@ def measure(backend: str, rgb: np.ndarray, args, fused_dir: Path, camera_availab
         runtime.backend.run("encoder", {"image": padded, "tap": _pad_to(tap[0], hp // 8, wp // 8)[None],
                                         "gain": gain})
 
-    row["backbone+encoder graphs"] = median_ms(separate_graphs, args.repeats)
+    row["backbone+encoder graphs"] = separate_graphs
     fused = load_fused(fused_dir, None, args.models or None)
     fused_backend = make_backend(fused, backend, args.threads)
     feeds = fused_feeds(runtime, rgb, level)
-    row["fused graph"] = median_ms(lambda: fused_backend.run("fused_encoder", feeds), args.repeats)
-    row["encode"] = median_ms(lambda: runtime.compress(rgb, level), args.repeats)
+    row["fused graph"] = lambda: fused_backend.run("fused_encoder", feeds)
+    row["encode"] = lambda: runtime.compress(rgb, level)
     fused_encoder = FusedEncoder(runtime, fused, backend, args.threads)
-    row["encode (fused)"] = median_ms(lambda: fused_encoder.compress(rgb, level), args.repeats)
+    row["encode (fused)"] = lambda: fused_encoder.compress(rgb, level)
     packed = runtime.compress(rgb, level)
-    row["decode"] = median_ms(lambda: runtime.decompress(packed.sections, packed.metadata, with_semantic=False),
-                              args.repeats)
-    row["decode + semantic"] = median_ms(lambda: runtime.decompress(packed.sections, packed.metadata),
-                                         args.repeats)
-    row["bytes"] = sum(len(s) for s in packed.sections)
+    row["decode"] = lambda: runtime.decompress(packed.sections, packed.metadata, with_semantic=False)
+    row["decode + semantic"] = lambda: runtime.decompress(packed.sections, packed.metadata)
     return row
 
 
@@ -140,13 +153,16 @@ def main(argv: list[str] | None = None) -> int:
         camera_available = False
     rgb = test_frame(args.width, args.height)
     results: dict = {"frame": f"{args.width}x{args.height}", "threads": args.threads, "repeats": args.repeats,
-                     "cpu": platform.processor() or platform.machine(), "backends": {}}
+                     "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                     "load_average_before": os.getloadavg(), "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
+                     "backends": {}}
     with tempfile.TemporaryDirectory() as fused_dir:
         if camera_available:
             from sensor_codec.engines.fused import export_fused
 
             fused = export_fused(fused_dir, None, args.models or None)
             results["models"] = {"camera": fused.manifest["camera"], "backbone": fused.manifest["backbone"]}
+        work: dict[str, dict] = {}
         for backend in args.backends or ["onnxruntime", "torch"]:
             if registry.is_registered(backend):
                 usable, why = registry.probe(backend)
@@ -154,15 +170,16 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{backend}: skipped ({why})")
                     results["backends"][backend] = {"skipped": why}
                     continue
-            results["backends"][backend] = measure(backend, rgb, args, Path(fused_dir), camera_available)
+            work[backend] = tasks(backend, rgb, args, Path(fused_dir), camera_available)
+        results["backends"].update(interleaved_medians(work, args.repeats))
     measured = {name: row for name, row in results["backends"].items() if "skipped" not in row}
     columns = list(next(iter(measured.values()), {}).keys())
     print(f"\nms per {results['frame']} frame (median of {args.repeats}, {args.threads} threads, "
-          f"{results['cpu']})")
+          f"{results['cpu']}, {results['cores']} cores, load average before "
+          f"{results['load_average_before'][0]:.1f}, after {os.getloadavg()[0]:.1f})")
     print(f"{'':26s}" + "".join(f"{name:>16s}" for name in measured))
     for column in columns:
-        cells = "".join(f"{row[column]:16.1f}" if column != "bytes" else f"{row[column]:16d}"
-                        for row in measured.values())
+        cells = "".join(f"{row[column]:16.1f}" for row in measured.values())
         print(f"{column:26s}{cells}")
     if measured and "encode" in columns:
         print(f"{'encode frames/s':26s}" + "".join(f"{1000.0 / row['encode']:16.1f}" for row in measured.values()))
