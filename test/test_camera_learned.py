@@ -296,7 +296,7 @@ def test_corrupted_payloads_raise_typed_errors():
     with pytest.raises(WireFormatError, match="sections"):
         codec.decode(missing.pack())
     huge = unpack(container.pack())
-    huge.metadata["h"] = 10 ** 7
+    huge.metadata["height"] = 10 ** 7
     with pytest.raises(WireFormatError):
         codec.decode(huge.pack())
     escapes = unpack(container.pack())

@@ -252,7 +252,9 @@ def _mutations(c: Container):
     yield "a section added", Container(c.modality, c.codec, c.model_id, c.stamp_ns,
                                        c.frame_id, meta, [*c.sections, b"\x00" * 8])
     if "height" in meta and "num_points" not in meta:
-        yield "image taller", changed(height=meta["height"] + 1)
+        # Twice as tall: a learned codec pads to a block multiple, so one more
+        # row can land in the same latent grid and decode legitimately.
+        yield "image taller", changed(height=meta["height"] * 2)
         yield "encoding changed", changed(encoding="mono16" if meta["encoding"] != "mono16"
                                           else "rgb8")
         yield "unknown encoding", changed(encoding="yuv422")

@@ -80,7 +80,7 @@ class LearnedCameraCodec(Codec):
         runtime = self._get_runtime()
         packed = runtime.compress(np.ascontiguousarray(frame.to_rgb8()), self.settings["quality"],
                                   semantic_allocation=self.settings["semantic_allocation"])
-        metadata = dict(packed.metadata, e=frame.encoding)
+        metadata = dict(packed.metadata, encoding=frame.encoding)
         sections = list(packed.sections)
         if frame.encoding in _ALPHA_ENCODINGS:
             alpha = np.ascontiguousarray(frame.pixels[:, :, 3])
@@ -106,7 +106,7 @@ class LearnedCameraCodec(Codec):
                 f"payload needs camera model {c.model_id!r}; this decoder holds {held or 'none'} "
                 f"in {models_dir(self.settings['models_dir'] or None)}")
         runtime = self._get_runtime(c.model_id)
-        encoding = c.metadata.get("e")
+        encoding = c.metadata.get("encoding")
         if encoding not in _ENCODINGS:
             raise WireFormatError(f"camera_learned payload has unknown encoding {encoding!r}")
         expected = 5 if encoding in _ALPHA_ENCODINGS else 4

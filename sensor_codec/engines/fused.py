@@ -267,7 +267,7 @@ class FusedEncoder:
         symbols = np.rint(y[0].astype(np.float64) - mean).astype(np.int64)
         y_words, y_escapes = runtime.coder.encode(symbols, scale_index)
         escapes = np.concatenate([z_escapes, y_escapes]).astype("<i4")
-        metadata = {"h": height, "w": width, "q": level, "ze": len(z_escapes),
+        metadata = {"height": height, "width": width, "q": level, "ze": len(z_escapes),
                     "sa": int(semantic_allocation)}
         sections = [z_words, y_words, runtime._encode_qmap(qmap[0]), escapes.tobytes()]
         return Compressed(sections=sections, metadata=metadata, semantic=semantic[0])

@@ -143,7 +143,7 @@ class LearnedCameraRuntime:
         symbols = np.rint(y[0].astype(np.float64) - mean).astype(np.int64)
         y_words, y_escapes = self.coder.encode(symbols, scale_index)
         escapes = np.concatenate([z_escapes, y_escapes]).astype("<i4")
-        metadata = {"h": height, "w": width, "q": level, "ze": int(len(z_escapes)),
+        metadata = {"height": height, "width": width, "q": level, "ze": int(len(z_escapes)),
                     "sa": int(semantic_allocation)}
         sections = [z_words, y_words, self._encode_qmap(qmap), escapes.tobytes()]
         return Compressed(sections=sections, metadata=metadata, semantic=seg.semantic)
@@ -152,8 +152,8 @@ class LearnedCameraRuntime:
         """(y_hat (M, h16, w16) float64, qmap (h32, w32), level): the bit-exact part of decoding."""
         if len(sections) != 4:
             raise WireFormatError(f"learned camera payload needs 4 sections, has {len(sections)}")
-        height, width, level, z_escape_count = (metadata.get(k) for k in ("h", "w", "q", "ze"))
-        for key, value in (("h", height), ("w", width), ("q", level), ("ze", z_escape_count)):
+        height, width, level, z_escape_count = (metadata.get(k) for k in ("height", "width", "q", "ze"))
+        for key, value in (("height", height), ("width", width), ("q", level), ("ze", z_escape_count)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise WireFormatError(f"metadata {key!r} must be a non-negative integer, got {value!r}")
         check_image_shape(height, width, 3)
@@ -182,7 +182,7 @@ class LearnedCameraRuntime:
         y_hat, qmap, level = self.decode_latents(sections, metadata)
         (image,) = self.backend.run("decoder", {"y_hat": y_hat[None].astype(np.float32),
                                                 "inv_gain": self._gain_maps(level, qmap, inverse=True)})
-        height, width = metadata["h"], metadata["w"]
+        height, width = metadata["height"], metadata["width"]
         rgb = np.rint(image[0, :, :height, :width] * 255.0).clip(0, 255).astype(np.uint8)
         rgb = np.ascontiguousarray(rgb.transpose(1, 2, 0))
         if image.shape[2] < height or image.shape[3] < width:

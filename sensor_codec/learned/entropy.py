@@ -184,7 +184,8 @@ class TableCoder:
             where = np.flatnonzero(flat == k)
             try:
                 symbols = np.asarray(coder.decode(self._model(int(k)), len(where)), dtype=np.int64)
-            except (ValueError, RuntimeError) as exc:
+            except (ValueError, RuntimeError, AssertionError) as exc:
+                # constriction reports data no model could have produced with an AssertionError
                 raise WireFormatError(f"entropy decoding failed in table {int(k)}: {exc}") from exc
             half = int(self.halves[k])
             group = symbols - half
@@ -198,4 +199,9 @@ class TableCoder:
             values[where] = group
         if escape_pos != len(escapes):
             raise WireFormatError(f"{len(escapes) - escape_pos} escaped values left over after decoding")
+        if not coder.is_empty():
+            # An exact decode returns the ANS coder to its initial state; anything
+            # left means the declared shape does not match the coded stream.
+            raise WireFormatError("entropy-coded section holds more data than the declared "
+                                  "image size needs")
         return values.reshape(indices.shape)
