@@ -249,9 +249,6 @@ class FusedEncoder:
         self.backend = make_backend(release, backend, threads)
 
     def compress(self, rgb: np.ndarray, level: int, *, semantic_allocation: bool = True):
-        from ..learned.camera_runtime import Compressed
-        from ..learned.entropy import Z_LIMIT, hyper_synthesis_int
-
         runtime = self.runtime
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise InvalidFrameError(f"learned camera codec takes HxWx3 uint8 RGB, got {rgb.dtype} {rgb.shape}")
@@ -259,18 +256,8 @@ class FusedEncoder:
         if height < 16 or width < 16:
             raise InvalidFrameError(f"image {width}x{height} is too small; the learned codec needs >= 16x16")
         semantic, qmap, y, z = self.backend.run(FUSED_GRAPH, fused_feeds(runtime, rgb, level, semantic_allocation))
-        # From here on exactly camera_runtime.compress's integer part.
-        z_int = np.clip(np.rint(z[0]), -Z_LIMIT, Z_LIMIT).astype(np.int64)
-        z_tables = np.broadcast_to(runtime.z_scale_index[:, None, None], z_int.shape)
-        z_words, z_escapes = runtime.coder.encode(z_int, z_tables)
-        mean, scale_index = hyper_synthesis_int(z_int, runtime.layers, runtime.latent_channels)
-        symbols = np.rint(y[0].astype(np.float64) - mean).astype(np.int64)
-        y_words, y_escapes = runtime.coder.encode(symbols, scale_index)
-        escapes = np.concatenate([z_escapes, y_escapes]).astype("<i4")
-        metadata = {"height": height, "width": width, "q": level, "ze": len(z_escapes),
-                    "sa": int(semantic_allocation)}
-        sections = [z_words, y_words, runtime._encode_qmap(qmap[0]), escapes.tobytes()]
-        return Compressed(sections=sections, metadata=metadata, semantic=semantic[0])
+        return runtime.entropy_code(y[0], z[0], qmap[0], semantic[0], height, width, level,
+                                    semantic_allocation)
 
 
 def compare_with_separate(release: FusedRelease, frames, *, level: int = 4, backend: str = "onnxruntime",

@@ -136,17 +136,23 @@ class LearnedCameraRuntime:
             qmap = np.full((hp // QMAP_BLOCK, wp // QMAP_BLOCK), NEUTRAL_QMAP_LEVEL, dtype=np.uint8)
         y, z = self.backend.run("encoder", {"image": image, "tap": tap,
                                             "gain": self._gain_maps(level, qmap, inverse=False)})
-        z_int = np.clip(np.rint(z[0]), -Z_LIMIT, Z_LIMIT).astype(np.int64)
+        return self.entropy_code(y[0], z[0], qmap, seg.semantic, height, width, level,
+                                 semantic_allocation)
+
+    def entropy_code(self, y: np.ndarray, z: np.ndarray, qmap: np.ndarray, semantic: np.ndarray,
+                     height: int, width: int, level: int, semantic_allocation: bool) -> Compressed:
+        """The integer part of encoding, shared by every graph that yields the latents."""
+        z_int = np.clip(np.rint(z), -Z_LIMIT, Z_LIMIT).astype(np.int64)
         z_tables = np.broadcast_to(self.z_scale_index[:, None, None], z_int.shape)
         z_words, z_escapes = self.coder.encode(z_int, z_tables)
         mean, scale_index = hyper_synthesis_int(z_int, self.layers, self.latent_channels)
-        symbols = np.rint(y[0].astype(np.float64) - mean).astype(np.int64)
+        symbols = np.rint(y.astype(np.float64) - mean).astype(np.int64)
         y_words, y_escapes = self.coder.encode(symbols, scale_index)
         escapes = np.concatenate([z_escapes, y_escapes]).astype("<i4")
         metadata = {"height": height, "width": width, "q": level, "ze": int(len(z_escapes)),
                     "sa": int(semantic_allocation)}
         sections = [z_words, y_words, self._encode_qmap(qmap), escapes.tobytes()]
-        return Compressed(sections=sections, metadata=metadata, semantic=seg.semantic)
+        return Compressed(sections=sections, metadata=metadata, semantic=semantic)
 
     def decode_latents(self, sections: list[bytes], metadata: dict) -> tuple[np.ndarray, np.ndarray, int]:
         """(y_hat (M, h16, w16) float64, qmap (h32, w32), level): the bit-exact part of decoding."""
