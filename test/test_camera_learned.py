@@ -179,19 +179,17 @@ def _shipped_camera():
 
 
 def _frames(count: int, height: int = 192, width: int = 256):
-    """Crops of real CamVid val frames when ../shared/data is present, else a seeded
-    smooth synthetic picture (so the test still runs on a fresh machine)."""
+    """Crops of real CamVid val frames when ../shared/data is present, else frames
+    of the built-in synthetic street drive (so the test still runs on a fresh machine)."""
     if CAMVID.is_dir():
         import imagecodecs
 
         files = sorted((CAMVID / "val").glob("*.png"))[::13][:count]
         return [np.ascontiguousarray(imagecodecs.imread(str(f))[84:84 + height, 112:112 + width]) for f in files]
-    rng = np.random.default_rng(7)
-    frames = []
-    for _ in range(count):
-        base = rng.integers(0, 256, (height // 16, width // 16, 3)).astype(np.float64)
-        frames.append(np.kron(base, np.ones((16, 16, 1))).astype(np.uint8))
-    return frames
+    from sensor_codec.synthetic.drive import SyntheticDrive
+
+    drive = SyntheticDrive(seed=7, camera_size=(width, height))
+    return [step["camera"].pixels for step in drive.frames(count)]
 
 
 @pytest.fixture(scope="module")
