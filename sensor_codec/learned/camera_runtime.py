@@ -189,6 +189,9 @@ class LearnedCameraRuntime:
         (image,) = self.backend.run("decoder", {"y_hat": y_hat[None].astype(np.float32),
                                                 "inv_gain": self._gain_maps(level, qmap, inverse=True)})
         height, width = metadata["height"], metadata["width"]
+        if not np.isfinite(image).all():
+            # Only latents no encoder could produce (a forged or damaged payload) get here.
+            raise WireFormatError("the decoded latents give a non-finite picture: corrupted payload")
         rgb = np.rint(image[0, :, :height, :width] * 255.0).clip(0, 255).astype(np.uint8)
         rgb = np.ascontiguousarray(rgb.transpose(1, 2, 0))
         if image.shape[2] < height or image.shape[3] < width:
