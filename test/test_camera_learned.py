@@ -322,3 +322,15 @@ def test_psnr_window_per_level_on_a_fixed_frame(runtimes):
         packed = ort.compress(rgb, level)
         decoded, _ = ort.decompress(packed.sections, packed.metadata, with_semantic=False)
         assert reference - 0.5 < psnr(rgb, decoded) < reference + 0.5, level
+
+
+def test_backend_setting_accepts_gpu_backends_and_refuses_unknown_ones():
+    from sensor_codec.codecs import get_codec
+    from sensor_codec.errors import ConfigError
+
+    codec = get_codec("camera_learned", backend="tensorrt:precision=fp16")
+    assert codec.settings["backend"] == "tensorrt:precision=fp16"
+    with pytest.raises(ConfigError, match="'bogus' is not one of"):
+        get_codec("camera_learned", backend="bogus")
+    with pytest.raises(ConfigError, match="no option 'nonsense'"):
+        get_codec("camera_learned", backend="torch-cuda:nonsense")

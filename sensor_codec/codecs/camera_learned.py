@@ -55,14 +55,21 @@ class LearnedCameraCodec(Codec):
                    "semantic rate allocation, bit-exact across backends")
     params = (
         Param("quality", int, 4, "quality level, 0 (smallest) .. 7 (best)", min=0, max=7),
-        Param("backend", str, "auto", "inference backend; auto picks onnxruntime when installed",
-              choices=("auto", "onnxruntime", "torch")),
+        Param("backend", str, "auto",
+              "inference backend: auto (best available, logged), onnxruntime, torch, or a GPU "
+              "backend (onnxruntime-cuda, torch-cuda[:fp16,...], tensorrt[:precision=fp16,...])"),
         Param("semantic_allocation", bool, True,
               "spend bits by class importance (config/semantic_importance.yaml)"),
         Param("model", str, "default", "camera model id, or 'default' for the shipped one"),
         Param("models_dir", str, "", "models folder ('' = the shipped sensor_codec/models)"),
         Param("threads", int, 0, "CPU threads for inference (0 = runtime default)", min=0, max=256),
     )
+
+    def __init__(self, **settings) -> None:
+        super().__init__(**settings)
+        if self.settings["backend"] != "auto":
+            from ..learned.runtime import choose_backend
+            choose_backend(self.settings["backend"])  # unknown names and options: ConfigError now
 
     def _get_runtime(self, model: str | None = None):
         with _RUNTIME_LOCK:
