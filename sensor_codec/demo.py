@@ -25,14 +25,13 @@ from .errors import ConfigError, SensorCodecError
 from .frames import Modality
 from .graph import (NodeSpec, default_config, fastdds_profile,
                     load_config, pipeline_graph)
-from .graph_cli import launch_environment, node_command
+from .graph_cli import launch_environment, node_command, stop_all
 from .synthetic.cli import parse_size
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DOMAIN_ID = 73
 READY_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 15.0
 POLL_S = 0.1
 
 
@@ -153,7 +152,9 @@ def run_pipeline(bag: Path, config: Path, topics: list[tuple[Modality, str]], re
                   "the probe to collect every decoded frame")
         log.info("replay and decoding took %.1f s", time.monotonic() - started)
     finally:
-        codes = _stop(procs)
+        specs_by_name = {spec.name: spec for spec in [probe, *specs, player]}
+        codes = stop_all([(specs_by_name[name], proc) for name, proc in procs.items()],
+                         signal.SIGINT)
     bad = {name: code for name, code in codes.items() if code != 0}
     if bad:
         raise PipelineRunError(f"nodes did not exit cleanly: {bad}")
@@ -170,21 +171,6 @@ def _wait_for(condition, procs: dict[str, subprocess.Popen], timeout_s: float, w
         if time.monotonic() > deadline:
             raise PipelineRunError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         time.sleep(POLL_S)
-
-
-def _stop(procs: dict[str, subprocess.Popen]) -> dict[str, int]:
-    for proc in procs.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    codes = {}
-    for name, proc in procs.items():
-        try:
-            codes[name] = proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            codes[name] = proc.wait()
-    return codes
 
 
 def _fmt(value, spec: str, unit: str = "") -> str:

@@ -105,7 +105,7 @@ def run_processes(specs: list[NodeSpec], env: dict[str, str]) -> int:
             log.error("%s exited with code %d: stopping the other nodes", failed[0].name,
                       failed[1])
         stop_sig = signal.SIGTERM if received and received[0] == signal.SIGTERM else signal.SIGINT
-        codes = _stop_all(procs, stop_sig)
+        codes = stop_all(procs, stop_sig)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -138,7 +138,7 @@ def _wait(procs: list[tuple[NodeSpec, subprocess.Popen]],
     return None
 
 
-def _stop_all(procs: list[tuple[NodeSpec, subprocess.Popen]],
+def stop_all(procs: list[tuple[NodeSpec, subprocess.Popen]],
               sig: signal.Signals) -> dict[str, int]:
     """Forward ``sig`` to the nodes still running and collect every exit code."""
     for _, proc in procs:
