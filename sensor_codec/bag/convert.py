@@ -63,6 +63,13 @@ class TopicReport:
     codec_ms: float = 0.0      # total time inside the codec (encode or decode)
     errors: list[str] = field(default_factory=list)
 
+    def count(self, raw_bytes: int, compressed_bytes: int, ms: float) -> None:
+        """One message converted (either direction)."""
+        self.messages += 1
+        self.raw_bytes += raw_bytes
+        self.compressed_bytes += compressed_bytes
+        self.codec_ms += ms
+
     @property
     def ratio(self) -> float | None:
         return self.raw_bytes / self.compressed_bytes if self.compressed_bytes else None
@@ -343,10 +350,7 @@ def _compress_handler(report: TopicReport, modality: Modality, codec, types, kee
             _record_failure(report, message, exc, strict)
             return
         writer.write(report.output_topic, message.timestamp_ns, out)
-        report.messages += 1
-        report.raw_bytes += len(message.data)
-        report.compressed_bytes += len(out)
-        report.codec_ms += elapsed_ms
+        report.count(raw_bytes=len(message.data), compressed_bytes=len(out), ms=elapsed_ms)
 
     return handle
 
@@ -408,10 +412,7 @@ def _decompress_handler(report: TopicReport, types, strict: bool) -> Handler:
             report.modality, report.codec = frame.modality.label, _codec_of(payload)
         writer.add_topic(report.output_topic, out_type)
         writer.write(report.output_topic, message.timestamp_ns, out)
-        report.messages += 1
-        report.compressed_bytes += len(message.data)
-        report.raw_bytes += len(out)
-        report.codec_ms += elapsed_ms
+        report.count(raw_bytes=len(out), compressed_bytes=len(message.data), ms=elapsed_ms)
 
     return handle
 
