@@ -49,11 +49,15 @@ class TopicRecord:
     topic: str
     modality: Modality
     expected: int = 0                                 # frames that complete the topic
-    raw: dict = field(default_factory=dict)          # stamp -> (arrival s, frame)
+    raw: dict = field(default_factory=dict)          # stamp -> (arrival s, bytes, pixels/points)
     compressed: dict = field(default_factory=dict)   # stamp -> payload bytes
-    decoded: dict = field(default_factory=dict)      # stamp -> (arrival s, frame)
+    decoded: dict = field(default_factory=dict)      # stamp -> arrival s
+    # Frames wait here only until their counterpart arrives; the pair is then
+    # measured and dropped, so memory does not grow with the length of the run.
+    waiting_raw: dict = field(default_factory=dict)      # stamp -> frame
+    waiting_decoded: dict = field(default_factory=dict)  # stamp -> frame
+    quality: dict = field(default_factory=dict)          # stamp -> metrics of the pair
     tag: str = ""
-    last_message_s: float | None = None
     first_raw_s: float | None = None
     last_raw_s: float | None = None
     errors: int = 0
@@ -93,9 +97,14 @@ class PipelineProbe(Node):
         rec.first_raw_s = rec.first_raw_s if rec.first_raw_s is not None else now
         rec.last_raw_s = now
         try:
-            rec.raw[header_stamp_ns(msg.header)] = (now, self._to_frame(rec, msg))
+            frame = self._to_frame(rec, msg)
         except SensorCodecError:
             rec.errors += 1
+            return
+        stamp = header_stamp_ns(msg.header)
+        units = frame.height * frame.width if rec.modality == Modality.CAMERA else frame.num_points
+        rec.raw[stamp] = (now, frame.nbytes, units)
+        self._pair(rec, stamp, raw=frame)
 
     def _on_compressed(self, rec: TopicRecord, msg) -> None:
         self.last_message_s = time.monotonic()
@@ -105,9 +114,28 @@ class PipelineProbe(Node):
     def _on_decoded(self, rec: TopicRecord, msg) -> None:
         now = self.last_message_s = time.monotonic()
         try:
-            rec.decoded[header_stamp_ns(msg.header)] = (now, self._to_frame(rec, msg))
+            frame = self._to_frame(rec, msg)
         except SensorCodecError:
             rec.errors += 1
+            return
+        stamp = header_stamp_ns(msg.header)
+        rec.decoded[stamp] = now
+        self._pair(rec, stamp, decoded=frame)
+
+    @staticmethod
+    def _pair(rec: TopicRecord, stamp: int, raw=None, decoded=None) -> None:
+        """Measure a raw/decoded pair as soon as both halves are here."""
+        raw = raw if raw is not None else rec.waiting_raw.pop(stamp, None)
+        decoded = decoded if decoded is not None else rec.waiting_decoded.pop(stamp, None)
+        if raw is None:
+            rec.waiting_decoded[stamp] = decoded
+        elif decoded is None:
+            rec.waiting_raw[stamp] = raw
+        elif rec.modality == Modality.CAMERA:
+            # PSNR only: MS-SSIM of full-HD frames would take longer than the drive.
+            rec.quality[stamp] = {"psnr": psnr(raw.pixels, decoded.pixels)}
+        else:
+            rec.quality[stamp] = cloud_metrics(raw, decoded, 0, geometry=False)
 
     def _on_diagnostics(self, msg) -> None:
         for status in msg.status:
@@ -150,11 +178,11 @@ class PipelineProbe(Node):
 
 def topic_report(rec: TopicRecord, counters: dict[str, int]) -> dict:
     """Sizes, rates, latency and quality of one topic, from what the probe saw."""
-    pairs = [(s, rec.raw[s], rec.decoded[s]) for s in sorted(rec.raw) if s in rec.decoded]
-    latencies = [1000.0 * (dec[0] - raw[0]) for _, raw, dec in pairs]
+    pairs = sorted(rec.quality)
+    latencies = [1000.0 * (rec.decoded[s] - rec.raw[s][0]) for s in pairs]
     # Ratio over the frames seen both raw and compressed.
     both = [s for s in rec.raw if s in rec.compressed]
-    raw_bytes = sum(rec.raw[s][1].nbytes for s in both)
+    raw_bytes = sum(rec.raw[s][1] for s in both)
     compressed = sum(rec.compressed[s] for s in both)
     span = (rec.last_raw_s or 0) - (rec.first_raw_s or 0)
     out = {
@@ -172,25 +200,19 @@ def topic_report(rec: TopicRecord, counters: dict[str, int]) -> dict:
         "conversion_errors": rec.errors,
         **counters,  # encoder_drops, encoder_errors, decoder_drops, decoder_errors
     }
-    quality = []
-    for stamp, (_, raw), (_, dec) in pairs:
-        size = rec.compressed.get(stamp, 0)
-        if rec.modality == Modality.CAMERA:
-            # PSNR only: MS-SSIM of full-HD frames would take longer than the drive.
-            quality.append({"psnr": psnr(raw.pixels, dec.pixels),
-                            "bpp": 8.0 * size / (raw.height * raw.width)})
-        else:
-            quality.append(cloud_metrics(raw, dec, size, geometry=False))
+    quality = [rec.quality[s] for s in pairs]
+    # Rate per pair: payload bits over the frame's pixels or points.
+    rates = [8.0 * rec.compressed.get(s, 0) / rec.raw[s][2] for s in pairs if rec.raw[s][2]]
     if rec.modality == Modality.CAMERA and quality:
         psnrs = [q["psnr"] for q in quality]
         out["psnr_mean_db"] = float(np.mean([p for p in psnrs if math.isfinite(p)])) \
             if any(math.isfinite(p) for p in psnrs) else math.inf
         out["psnr_min_db"] = float(min(psnrs))
-        out["bpp_mean"] = float(np.mean([q["bpp"] for q in quality]))
+        out["bpp_mean"] = float(np.mean(rates)) if rates else None
     elif quality:
         out["max_error_m"] = float(max(q.get("max_error", math.nan) for q in quality))
         out["mean_error_m"] = float(np.mean([q.get("mean_error", math.nan) for q in quality]))
-        out["bits_per_point"] = float(np.mean([q["bits_per_point"] for q in quality]))
+        out["bits_per_point"] = float(np.mean(rates)) if rates else None
         fields: dict[str, float] = {}
         for q in quality:
             for name, err in q.get("field_max_error", {}).items():
