@@ -13,12 +13,16 @@ Written against the TensorRT Python API (8.6 and 10.x)::
     config.default_device_type = trt.DeviceType.DLA; config.DLA_core = n
     builder.build_serialized_network(network, config)
 
-``tensorrt`` is imported inside the functions, never at module import.
+(TensorRT's Python API reference for Builder / IBuilderConfig /
+IOptimizationProfile / IInt8EntropyCalibrator2, and the efficientdet sample's
+``build_engine.py``.) The module comes from ``tensorrt_backend.import_tensorrt``
+inside the functions, never at module import.
 """
 
 from __future__ import annotations
 
 import getpass
+import hashlib
 import logging
 import os
 import platform
@@ -43,7 +47,7 @@ from .calibration import (
     graph_feeds,
     source_frames,
 )
-from .errors import BackendUnavailableError, EngineError
+from .errors import EngineError
 from .shapes import ShapePlan
 
 log = logging.getLogger(__name__)
@@ -52,45 +56,20 @@ DEFAULT_WORKSPACE_MIB = 1024
 
 
 def import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError:
-        raise BackendUnavailableError(
-            "TensorRT is not installed: on a Jetson it comes with JetPack (python3-libnvinfer), "
-            "elsewhere pip install tensorrt; the onnxruntime / torch backends run without it") from None
-    return tensorrt
+    """The ``tensorrt`` module (imported by ``tensorrt_backend``, the only module that does)."""
+    from .tensorrt_backend import import_tensorrt as _import
+
+    return _import()
 
 
 def tensorrt_version() -> str:
     return import_tensorrt().__version__
 
 
-class _TensorRTLogger:
-    """One trt.Logger per process whose messages go to Python logging."""
-
-    _instance = None
-
-    @classmethod
-    def get(cls):
-        if cls._instance is None:
-            trt = import_tensorrt()
-
-            class Logger(trt.ILogger):
-                def __init__(self) -> None:
-                    trt.ILogger.__init__(self)
-
-                def log(self, severity, msg) -> None:
-                    levels = trt.ILogger.Severity
-                    level = {levels.INTERNAL_ERROR: logging.CRITICAL, levels.ERROR: logging.ERROR,
-                             levels.WARNING: logging.WARNING}.get(severity, logging.DEBUG)
-                    log.log(level, "TensorRT: %s", msg)
-
-            cls._instance = Logger()
-        return cls._instance
-
-
 def trt_logger():
-    return _TensorRTLogger.get()
+    from .tensorrt_backend import trt_logger as _logger
+
+    return _logger()
 
 
 @dataclass(frozen=True)
@@ -115,6 +94,9 @@ class BuildSettings:
             raise EngineError(f"workspace of {self.workspace_mib} MiB is too small (>= 16)")
         if self.dla_core is not None and self.dla_core < 0:
             raise EngineError(f"DLA core {self.dla_core} must be >= 0")
+        if self.dla_core is not None and self.precision == "fp32":
+            # TensorRT's DLA guide: DLA runs FP16 and INT8 layers only.
+            raise EngineError(f"DLA core {self.dla_core} needs --precision fp16 or int8 (DLA has no fp32)")
 
 
 def engine_key(release, graph: str, settings: BuildSettings, profiles: list[dict], gpu: dict,
@@ -134,11 +116,18 @@ def engine_key(release, graph: str, settings: BuildSettings, profiles: list[dict
 
 
 def _network_flags(trt) -> int:
-    # TensorRT 10 networks are always explicit-batch (the flag is deprecated);
-    # TensorRT 8.x needs it for ONNX models.
-    if int(trt.__version__.split(".")[0]) >= 10:
+    # TensorRT 10 networks are always explicit-batch (the flag is deprecated and
+    # ignored); TensorRT 8.x needs it for ONNX models.
+    if int(str(trt.__version__).split(".")[0]) >= 10:
         return 0
     return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+
+
+def calibration_cache_path(engine_path: Path, calibration_identity: str) -> Path:
+    """Where the int8 calibration cache of an engine goes: named by the calibration
+    data, so other frames (same engine name) never reuse another run's scales."""
+    digest = hashlib.sha256(calibration_identity.encode()).hexdigest()[:12]
+    return engine_path.with_name(f"{engine_path.stem}.{digest}.calib")
 
 
 def _make_calibrator(trt, batches: list[dict[str, np.ndarray]], input_names: list[str], cache_path: Path):
@@ -157,6 +146,8 @@ def _make_calibrator(trt, batches: list[dict[str, np.ndarray]], input_names: lis
             return 1  # the graphs have an explicit batch of 1
 
         def get_batch(self, names, *args):
+            """Device pointers holding the next batch, one per name in ``names``
+            (TensorRT's order), or None when the batches are used up."""
             if self.index >= len(self.batches):
                 return None
             batch = self.batches[self.index]
@@ -173,7 +164,9 @@ def _make_calibrator(trt, batches: list[dict[str, np.ndarray]], input_names: lis
             return None
 
         def write_calibration_cache(self, cache) -> None:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
             cache_path.write_bytes(bytes(cache))
+            log.info("int8 calibration: wrote the cache %s", cache_path)
 
         def release(self) -> None:
             for buffer in self.buffers.values():
@@ -218,6 +211,9 @@ def build_engine(onnx_path: str | Path, profiles: list[dict], settings: BuildSet
             log.warning("this GPU has no fast int8; the engine may be slower than fp16")
         if not calibration_batches_list:
             raise EngineError("int8 build without calibration batches")
+        if int(str(trt.__version__).split(".")[0]) >= 10:
+            log.info("TensorRT %s: calibrator-based (implicit) int8 is deprecated but supported; "
+                     "the calibrator below is used as in TensorRT's int8 samples", trt.__version__)
         config.set_flag(trt.BuilderFlag.INT8)
         calibrator = _make_calibrator(trt, calibration_batches_list, network_inputs,
                                       calibration_cache or Path(str(onnx_path) + ".calib"))
@@ -301,11 +297,15 @@ class EngineCache:
         # A stale engine is worth a warning: someone upgraded TensorRT, swapped the GPU or the model.
         log.log(logging.WARNING if decision.action == "rebuild" else logging.INFO, "%s", decision.describe())
         batches = None
+        calibration_cache = None
         if settings.precision == "int8":
+            calibration_cache = calibration_cache_path(decision.path, wanted.calibration)
+            if force and calibration_cache.is_file():
+                calibration_cache.unlink()  # --rebuild recalibrates too
             batches = self._calibration(release, graph, settings, profiles, models)
         started = time.perf_counter()
         engine = build_engine(release.graph_path(graph), profiles, settings, calibration_batches_list=batches,
-                              calibration_cache=decision.path.with_suffix(".calib"))
+                              calibration_cache=calibration_cache)
         seconds = time.perf_counter() - started
         self.folder.mkdir(parents=True, exist_ok=True)
         temporary = decision.path.with_name(decision.path.name + ".tmp")

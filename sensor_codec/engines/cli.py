@@ -118,23 +118,39 @@ def _release_for(graph: str, args, out: Path):
     return backbone if graph == "backbone" else find_release(camera.model_id, camera.folder)
 
 
-def _build(args) -> int:
-    from .builder import BuildSettings, EngineCache
+def build_settings(args: argparse.Namespace):
+    """``BuildSettings`` from the ``engines build`` arguments; contradictions are
+    ConfigErrors naming the option to change."""
+    from .builder import BuildSettings
     from .calibration import CalibrationSource
     from .shapes import Resolution, ShapePlan
 
-    out = default_engines_dir(args.out or None)
     plan = (ShapePlan.parse_dynamic(args.dynamic) if args.dynamic
             else ShapePlan.fixed(Resolution.parse(r) for r in args.resolution))
+    if args.calib_images and args.calib_bag:
+        raise ConfigError("give --calib-images or --calib-bag, not both")
+    if args.calib_bag and not args.calib_topic:
+        raise ConfigError(f"--calib-bag {args.calib_bag} needs --calib-topic (the camera image topic)")
+    if args.calib_topic and not args.calib_bag:
+        raise ConfigError("--calib-topic applies to --calib-bag only")
     calibration = None
     if args.calib_images or args.calib_bag:
-        if args.calib_images and args.calib_bag:
-            raise ConfigError("give --calib-images or --calib-bag, not both")
+        if args.precision != "int8":
+            raise ConfigError(f"calibration frames apply to --precision int8 only, not {args.precision}")
         calibration = CalibrationSource(path=args.calib_images or args.calib_bag, topic=args.calib_topic,
                                         count=args.calib_count, seed=args.calib_seed)
-    settings = BuildSettings(precision=args.precision, plan=plan, workspace_mib=args.workspace_mib,
-                             dla_core=args.dla_core, gpu_fallback=not args.no_gpu_fallback,
-                             calibration=calibration, device=args.device)
+    if args.no_gpu_fallback and args.dla_core is None:
+        raise ConfigError("--no-gpu-fallback applies to --dla-core builds only")
+    return BuildSettings(precision=args.precision, plan=plan, workspace_mib=args.workspace_mib,
+                         dla_core=args.dla_core, gpu_fallback=not args.no_gpu_fallback,
+                         calibration=calibration, device=args.device)
+
+
+def _build(args) -> int:
+    from .builder import EngineCache
+
+    out = default_engines_dir(args.out or None)
+    settings = build_settings(args)
     cache = EngineCache(out, device=args.device)
     for graph in args.graph or ["fused_encoder", "decoder"]:
         release = _release_for(graph, args, out)

@@ -9,7 +9,13 @@
 * ``copy_to_device`` / ``copy_to_host``: ``cudaMemcpyAsync`` on that stream.
 
 The ``cuda`` bindings are imported on first use (``cuda.bindings.runtime`` in
-cuda-python >= 12.6, ``cuda.cudart`` before), never at module import.
+cuda-python >= 12.6 and 13.x, the older ``cuda.cudart`` before), never at module
+import. Conventions relied on (cuda-python's own examples, ``helper_cuda.py``):
+every call returns a tuple whose first item is a ``cudaError_t``, a call with no
+result returns ``(error,)``; flags such as ``cudaStreamNonBlocking`` are module
+constants; ``cudaGetErrorName(error)`` returns ``(status, bytes)``. The error's
+integer is read through ``.value`` because older bindings used a plain ``Enum``
+(``int()`` of which raises), newer ones an ``IntEnum``.
 """
 
 from __future__ import annotations
@@ -37,15 +43,20 @@ def cudart():
     return runtime
 
 
+def error_code(error) -> int:
+    """The integer of a ``cudaError_t`` (plain ``Enum`` in old bindings, ``IntEnum`` in new)."""
+    return int(getattr(error, "value", error))
+
+
 def error_name(error) -> str:
     """``cudaErrorMemoryAllocation`` for an error enum (or its integer value)."""
     rt = cudart()
     try:
         status, name = rt.cudaGetErrorName(error)
     except (TypeError, ValueError):
-        return f"cudaError({int(error)})"
+        return getattr(error, "name", f"cudaError({error_code(error)})")
     if status != rt.cudaError_t.cudaSuccess or name is None:
-        return getattr(error, "name", f"cudaError({int(error)})")
+        return getattr(error, "name", f"cudaError({error_code(error)})")
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
@@ -68,7 +79,7 @@ def check(call: str, result):
     else:
         error, values = result, ()
     if error != cudart().cudaError_t.cudaSuccess:
-        raise CudaError(call, error_name(error), int(error), error_string(error))
+        raise CudaError(call, error_name(error), error_code(error), error_string(error))
     if not values:
         return None
     return values[0] if len(values) == 1 else values
@@ -105,7 +116,8 @@ class Stream:
 
     @property
     def pointer(self) -> int:
-        """The raw handle as an integer (what ``execute_async_v3`` takes)."""
+        """The raw handle as an integer (what ``execute_async_v3`` and
+        ``set_optimization_profile_async`` take as ``stream_handle``)."""
         return int(self.handle)
 
     def synchronize(self) -> None:

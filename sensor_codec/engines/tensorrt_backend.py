@@ -11,8 +11,12 @@ buffers, ``cudaMemcpyAsync`` to the device on the backend's own stream,
 ``set_input_shape`` / ``set_tensor_address`` per tensor,
 ``execute_async_v3(stream)``, outputs copied back asynchronously, one
 ``cudaStreamSynchronize``. Every CUDA failure is a ``CudaError`` with the
-CUDA error name. Only this module (and ``builder`` / ``cuda_runtime``, which
-it uses) imports ``tensorrt`` and the ``cuda`` bindings, inside functions.
+CUDA error name. A DLA engine is deserialised by a runtime whose ``DLA_core``
+is set first (``IRuntime::setDLACore``), as TensorRT's DLA guide requires.
+
+``import tensorrt`` appears in this module only (``import_tensorrt``), inside a
+function; ``builder`` asks it for the module, so importing any of
+``sensor_codec.engines`` loads neither TensorRT nor the ``cuda`` bindings.
 """
 
 from __future__ import annotations
@@ -25,12 +29,61 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..learned.runtime import Backend
-from .builder import BuildSettings, EngineCache, import_tensorrt, trt_logger
-from .errors import EngineError
+from .builder import BuildSettings, EngineCache
+from .errors import BackendUnavailableError, EngineError
 from .registry import gpu_reason
 from .shapes import plan_from_feed_shapes, profile_index_for
 
 log = logging.getLogger(__name__)
+
+
+def import_tensorrt():
+    """The ``tensorrt`` module; the one place in the package that imports it."""
+    try:
+        import tensorrt
+    except ImportError:
+        raise BackendUnavailableError(
+            "TensorRT is not installed: on a Jetson it comes with JetPack (python3-libnvinfer), "
+            "elsewhere pip install tensorrt; the onnxruntime / torch backends run without it") from None
+    return tensorrt
+
+
+def tensorrt_version() -> str:
+    return import_tensorrt().__version__
+
+
+def tensorrt_major(trt) -> int:
+    return int(str(trt.__version__).split(".")[0])
+
+
+class _TensorRTLogger:
+    """One ``trt.ILogger`` per process whose messages go to Python logging (it must
+    outlive every builder and runtime that holds it, hence the singleton)."""
+
+    _instance = None
+
+    @classmethod
+    def get(cls):
+        if cls._instance is None:
+            trt = import_tensorrt()
+
+            class Logger(trt.ILogger):
+                def __init__(self) -> None:
+                    trt.ILogger.__init__(self)  # pybind11 trampolines need the explicit base call
+
+                def log(self, severity, msg) -> None:
+                    levels = trt.ILogger.Severity
+                    level = {levels.INTERNAL_ERROR: logging.CRITICAL, levels.ERROR: logging.ERROR,
+                             levels.WARNING: logging.WARNING, levels.INFO: logging.DEBUG}.get(
+                                 severity, logging.DEBUG)
+                    log.log(level, "TensorRT: %s", msg)
+
+            cls._instance = Logger()
+        return cls._instance
+
+
+def trt_logger():
+    return _TensorRTLogger.get()
 
 
 def probe() -> tuple[bool, str]:
@@ -59,6 +112,8 @@ def settings_from_options(options: dict) -> BuildSettings:
         raise ConfigError("the tensorrt backend cannot calibrate int8 on the fly; build the int8 "
                           "engine first with 'sensor-codec engines build --precision int8 ...' and run "
                           "it with the same settings")
+    if options.get("dla_core") is not None and "precision" not in options and not options.get("fp16"):
+        precision = "fp16"  # DLA runs fp16 or int8 only; fp16 is what a DLA user means by default
     return BuildSettings(precision=precision, workspace_mib=options.get("workspace_mib", 1024),
                          dla_core=options.get("dla_core"), gpu_fallback=options.get("gpu_fallback", True),
                          device=options.get("device", 0))
@@ -75,12 +130,14 @@ def on_demand_tag(shapes: dict[str, tuple[int, ...]]) -> str:
 class EngineRunner:
     """One deserialised engine, its execution context and its I/O buffers."""
 
-    def __init__(self, serialized: bytes, profiles: list[dict], stream) -> None:
+    def __init__(self, serialized: bytes, profiles: list[dict], stream, dla_core: int | None = None) -> None:
         from . import cuda_runtime
 
         trt = import_tensorrt()
         self._trt = trt
         self._runtime = trt.Runtime(trt_logger())
+        if dla_core is not None:
+            self._runtime.DLA_core = int(dla_core)  # before deserialising (IRuntime::setDLACore)
         self.engine = self._runtime.deserialize_cuda_engine(serialized)
         if self.engine is None:
             raise EngineError("TensorRT could not deserialise the engine (built by another TensorRT "
@@ -112,7 +169,10 @@ class EngineRunner:
         if profile is None:
             raise EngineError(f"engine profiles do not cover input shapes {shapes}")
         if profile != self.profile:
-            self.context.set_optimization_profile_async(profile, self.stream.pointer)
+            # Switching profiles invalidates the input shapes; they are all set again below.
+            if not self.context.set_optimization_profile_async(profile, self.stream.pointer):
+                raise EngineError(f"TensorRT refused optimisation profile {profile} of "
+                                  f"{self.engine.num_optimization_profiles}")
             self.profile = profile
         for name in self.inputs:
             dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
@@ -120,16 +180,17 @@ class EngineRunner:
             np.copyto(host, feeds[name], casting="same_kind")
             if not self.context.set_input_shape(name, shapes[name]):
                 raise EngineError(f"engine rejected shape {shapes[name]} for input {name!r}")
-            self.context.set_tensor_address(name, device)
+            self._bind(name, device)
             cuda_runtime.copy_to_device(device, host, self.stream)
         host_outputs = {}
         for name in self.outputs:
+            # Known only once every input shape is set (TensorRT propagates them).
             shape = tuple(self.context.get_tensor_shape(name))
             if any(d < 0 for d in shape):
                 raise EngineError(f"output {name!r} has unresolved shape {shape}")
             dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
             host, device = self.buffers.get(name, shape, dtype)
-            self.context.set_tensor_address(name, device)
+            self._bind(name, device)
             host_outputs[name] = (host, device)
         if not self.context.execute_async_v3(self.stream.pointer):
             raise EngineError("TensorRT execute_async_v3 failed; see the TensorRT log")
@@ -139,7 +200,15 @@ class EngineRunner:
         # Copies: the pinned buffers are reused by the next call.
         return [np.array(host_outputs[name][0], copy=True) for name in output_order]
 
+    def _bind(self, name: str, device_pointer: int) -> None:
+        if not self.context.set_tensor_address(name, device_pointer):
+            raise EngineError(f"TensorRT refused the device address of tensor {name!r}")
+
     def close(self) -> None:
+        # Context before engine before runtime, as TensorRT requires; then the buffers.
+        self.context = None
+        self.engine = None
+        self._runtime = None
         self.buffers.free()
 
 
@@ -182,7 +251,7 @@ class TensorRTBackend(Backend):
             profiles = [plan_from_feed_shapes(shapes, self.release.manifest, graph)]
             serialized, _ = self.cache.load_or_build(self.release, graph, self.settings, profiles,
                                                      force=self.force_rebuild, shape_tag=on_demand_tag(shapes))
-        runner = EngineRunner(serialized, profiles, self.stream)
+        runner = EngineRunner(serialized, profiles, self.stream, self.settings.dla_core)
         self._runners.setdefault(graph, []).append(runner)
         return runner
 
@@ -190,7 +259,8 @@ class TensorRTBackend(Backend):
         """Load (or build) an engine with these profiles before the first frame."""
         serialized, _ = self.cache.load_or_build(self.release, graph, self.settings, profiles,
                                                  force=self.force_rebuild)
-        self._runners.setdefault(graph, []).append(EngineRunner(serialized, profiles, self.stream))
+        self._runners.setdefault(graph, []).append(
+            EngineRunner(serialized, profiles, self.stream, self.settings.dla_core))
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         names = self.input_names(graph)
