@@ -447,3 +447,88 @@ def test_x265_and_metrics_on_a_camvid_frame(shared_data):
     m = runner.measure(get_codec("x265", qp=32), frame)
     assert 31.0 < m["psnr"] < 37.0 and 0.3 < m["bpp"] < 1.0, m
     assert 0.95 < m["ms_ssim"] < 1.0
+
+
+# --- segmentation metrics and the runner's extra_metrics hook ------------------------
+
+
+def test_confusion_matrix_and_iou_against_hand_counts():
+    truth = np.array([[0, 0, 1, 1], [2, 2, 3, 3]])  # 3 = void for 3 classes
+    pred = np.array([[0, 1, 1, 1], [2, 0, 0, 2]])
+    conf = metrics.confusion_matrix(pred, truth, num_classes=3)
+    assert conf.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]  # void pixels not counted
+    miou, iou = metrics.iou_from_confusion(conf)
+    # IoU = TP / (TP + FP + FN): class 0: 1/(1+1+1), class 1: 2/(2+1+0), class 2: 1/(1+0+1).
+    assert iou.tolist() == pytest.approx([1 / 3, 2 / 3, 1 / 2])
+    assert miou == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)
+    same = metrics.segmentation_metrics(truth.clip(0, 2), truth.clip(0, 2), 3)
+    assert same["frame_miou"] == 1.0
+    # A class in neither map is left out of the mean, not counted as 0.
+    assert metrics.iou_from_confusion(np.diag([4, 0, 2]))[0] == 1.0
+    assert math.isnan(metrics.iou_from_confusion(np.zeros((3, 3)))[0])
+    with pytest.raises(InvalidFrameError, match="shape"):
+        metrics.confusion_matrix(pred[:, :2], truth, 3)
+    with pytest.raises(InvalidFrameError, match="0..2"):
+        metrics.confusion_matrix(pred + 1, truth, 3)
+
+
+def test_extra_metrics_hook_and_miou_of_the_summed_confusion():
+    frames = [runner.BenchFrame(camera_frame_of(synthetic_rgb(48, 64, seed=s)), f"f{s}",
+                                labels=np.full((48, 64), s, np.uint8)) for s in range(2)]
+    calls = []
+
+    def class_zero_everywhere(item, decoded):  # a segmenter that always answers class 0
+        calls.append((item.frame_key, decoded.pixels.shape))
+        return metrics.segmentation_metrics(np.zeros((48, 64), np.uint8), item.labels, 2)
+
+    result = runner.run_benchmark(frames, runner.parse_codec_specs(["png"]),
+                                  extra_metrics=class_zero_everywhere)
+    assert calls == [("f0", (48, 64, 3)), ("f1", (48, 64, 3))]
+    assert [r["frame_miou"] for r in result.records] == [1.0, 0.0]
+    (row,) = result.summary()
+    # Summed confusion: class 0 has TP 3072, FP 3072 -> 0.5; class 1 has FN only -> 0.
+    # The mean of the per-frame mIoUs would be 0.5: the summary must not average them.
+    assert row["class_iou"] == [0.5, 0.0] and row["miou"] == 0.25
+
+
+def camera_frame_of(rgb: np.ndarray) -> CameraFrame:
+    return CameraFrame(rgb, "rgb8", 0, "cam")
+
+
+def test_camvid_frames_attach_label_maps(tmp_path):
+    (tmp_path / "val").mkdir()
+    (tmp_path / "valannot").mkdir()
+    for i in range(2):
+        (tmp_path / "val" / f"f{i}.png").write_bytes(
+            imagecodecs.png_encode(synthetic_rgb(24, 32, seed=i)))
+        (tmp_path / "valannot" / f"f{i}.png").write_bytes(
+            imagecodecs.png_encode(np.full((24, 32), 3 + i, np.uint8)))
+    items = list(runner.camvid_frames(tmp_path, "val", limit=5, labels=True))
+    assert [i.frame_key for i in items] == ["f0.png", "f1.png"]
+    assert [int(i.labels.mean()) for i in items] == [3, 4] and items[0].labels.shape == (24, 32)
+    assert all(i.labels is None for i in runner.camvid_frames(tmp_path, "val"))
+    (tmp_path / "valannot" / "f1.png").unlink()
+    with pytest.raises(ConfigError, match="f1.png"):
+        list(runner.camvid_frames(tmp_path, "val", labels=True))
+    (tmp_path / "test").mkdir()
+    with pytest.raises(ConfigError, match="testannot"):
+        runner.camvid_frames(tmp_path, "test", labels=True)
+
+
+def test_quality_overlap_fractions():
+    ov = bdrate.quality_overlap([30, 34, 40], [25, 28, 35])
+    assert (ov["low"], ov["high"]) == (30.0, 35.0)
+    assert ov["anchor_fraction"] == pytest.approx(0.5) and ov["test_fraction"] == pytest.approx(0.5)
+    apart = bdrate.quality_overlap([30, 40], [20, 25])
+    assert apart["anchor_fraction"] == 0.0 and apart["test_fraction"] == 0.0
+    with pytest.raises(ConfigError, match="2\\+"):
+        bdrate.quality_overlap([30], [20, 25])
+
+
+def test_format_table_extra_columns():
+    from sensor_codec.bench.cli import format_table
+
+    row = {"codec": "jpeg", "setting": "quality=50", "frames": 2, "modality": "camera",
+           "bpp": 0.5, "psnr": 30.0, "miou": 0.61234}
+    header, line = format_table([row], (("miou", 3),)).splitlines()[1:3]
+    assert header.split()[-1] == "miou" and line.split()[-1] == "0.612"

@@ -101,6 +101,30 @@ def rate_at_quality(rates: Sequence[float], quality: Sequence[float],
     return float(math.exp(PchipInterpolator(q, log_r)(target)))
 
 
+def quality_overlap(anchor_quality: Sequence[float], test_quality: Sequence[float]) -> dict:
+    """The quality range two curves share, a BD-rate's domain, and how much of
+    each curve's own range it covers (0..1; 0 when they do not overlap).
+
+    A BD-rate averaged over a small shared range says little about the rest of
+    either curve; callers report these fractions beside it.
+    """
+    a = np.asarray(anchor_quality, np.float64).ravel()
+    t = np.asarray(test_quality, np.float64).ravel()
+    a, t = a[np.isfinite(a)], t[np.isfinite(t)]
+    if a.size < 2 or t.size < 2:
+        raise ConfigError(f"quality_overlap needs 2+ finite qualities per curve, got "
+                          f"{a.size} (anchor) and {t.size} (test)")
+    lo, hi = max(a.min(), t.min()), min(a.max(), t.max())
+    width = max(hi - lo, 0.0)
+
+    def share(q: np.ndarray) -> float:
+        span = q.max() - q.min()
+        return float(width / span) if span > 0 else 0.0
+
+    return {"low": float(lo), "high": float(hi), "anchor_fraction": share(a),
+            "test_fraction": share(t)}
+
+
 # (modality, rate key, quality key) pairs a summary is compared on.
 BD_METRICS = (("camera", "bpp", "psnr"), ("camera", "bpp", "ms_ssim_db"),
               ("lidar", "bits_per_point", "d1_psnr"), ("radar", "bits_per_point", "d1_psnr"))

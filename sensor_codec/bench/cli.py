@@ -165,10 +165,12 @@ _COLUMNS = {
 }
 
 
-def format_table(summary: list[dict]) -> str:
-    """A fixed-width table per modality of the summary rows."""
+def format_table(summary: list[dict], extra_columns: tuple[tuple[str, int], ...] = ()) -> str:
+    """A fixed-width table per modality of the summary rows; ``extra_columns``
+    ((key, decimals), ...) are appended to every modality's columns."""
     out = []
     for modality, columns in _COLUMNS.items():
+        columns = columns + tuple(extra_columns)
         rows = [r for r in summary if r["modality"] == modality]
         if not rows:
             continue

@@ -37,6 +37,13 @@ Point clouds (coordinates in metres)
 
 Radar: bits per point and, per field, the largest absolute error between
 corresponding points (finite values only).
+
+Segmentation (a network's class map on the decoded frame against labels)
+  * ``confusion``: counts[truth, predicted] over the labelled pixels; label
+    ids outside 0..num_classes-1 (CamVid's void, 11) are ignored.
+  * ``miou``: the standard CamVid protocol on the confusion matrix summed
+    over all frames: IoU_c = TP / (TP + FP + FN) per class, classes absent
+    from both truth and prediction left out of the mean.
 """
 
 from __future__ import annotations
@@ -283,3 +290,41 @@ def cloud_metrics(original: PointCloudFrame, decoded: PointCloudFrame, payload_b
     if geometry:
         out.update(geometry_distances(a, b, peak))
     return out
+
+
+# --- segmentation ----------------------------------------------------------------------
+
+
+def confusion_matrix(predicted: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
+    """(num_classes, num_classes) int64 counts, rows = truth; void truth ids ignored."""
+    pred, true = np.asarray(predicted), np.asarray(truth)
+    if pred.shape != true.shape:
+        raise InvalidFrameError(f"class map {pred.shape} and label map {true.shape} differ "
+                                "in shape; segment the frame at the labels' size")
+    valid = (true >= 0) & (true < num_classes)
+    pred_valid = pred[valid].astype(np.int64)
+    if pred_valid.size and (pred_valid.min() < 0 or pred_valid.max() >= num_classes):
+        raise InvalidFrameError(f"predicted class ids must lie in 0..{num_classes - 1}, got "
+                                f"{pred_valid.min()}..{pred_valid.max()}")
+    index = true[valid].astype(np.int64) * num_classes + pred_valid
+    return np.bincount(index, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes)
+
+
+def iou_from_confusion(confusion: np.ndarray) -> tuple[float, np.ndarray]:
+    """(mIoU, per-class IoU); classes absent from truth and prediction are NaN and
+    left out of the mean. mIoU is NaN when no class occurs at all."""
+    conf = np.asarray(confusion, dtype=np.float64)
+    tp = np.diag(conf)
+    union = conf.sum(0) + conf.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+    miou = float(np.nanmean(iou)) if np.any(union > 0) else math.nan
+    return miou, iou
+
+
+def segmentation_metrics(predicted: np.ndarray, truth: np.ndarray, num_classes: int) -> dict:
+    """Per-frame record entries: the confusion matrix (nested lists, JSON-ready) and
+    the frame's own mIoU. Summaries recompute mIoU from the summed matrices."""
+    conf = confusion_matrix(predicted, truth, num_classes)
+    return {"confusion": conf.tolist(), "frame_miou": iou_from_confusion(conf)[0]}

@@ -34,8 +34,13 @@ RD_PLOTS = (
 
 def rd_plot(summary: Iterable[dict], rate_key: str, quality_key: str, path: str | Path, *,
             title: str = "", xlabel: str = "", ylabel: str = "", log_y: bool = False,
-            modality: str | None = None) -> Path | None:
-    """Write one RD plot; returns its path, or None when no row has both values."""
+            modality: str | None = None,
+            references: dict[str, float] | None = None) -> Path | None:
+    """Write one RD plot; returns its path, or None when no row has both values.
+
+    ``references``: labelled horizontal lines (e.g. the quality of the
+    uncompressed original), drawn dashed across the plot.
+    """
     lines: dict[str, list[tuple[float, float]]] = {}
     off_chart: dict[str, list[float]] = {}
     for row in summary:
@@ -60,6 +65,8 @@ def rd_plot(summary: Iterable[dict], rate_key: str, quality_key: str, path: str 
             if codec not in lines:
                 ax.plot([], [], linestyle="none", marker="x",
                         label=f"{codec}: exact at {min(rates):.3g} {xlabel or rate_key}")
+        for label, value in (references or {}).items():
+            ax.axhline(value, linestyle="--", color="grey", linewidth=1.0, label=label)
         if log_y:
             ax.set_yscale("log")
         ax.set_xlabel(xlabel or rate_key)

@@ -14,6 +14,7 @@ and one summary per (codec, setting) from ``summarise``.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -37,10 +38,12 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".bmp", ".tif", ".tif
 
 @dataclass
 class BenchFrame:
-    """One input frame with the id it is reported under (file name, topic#index)."""
+    """One input frame with the id it is reported under (file name, topic#index),
+    and its per-pixel class labels when the source has them (CamVid)."""
 
     frame: Frame
     frame_key: str
+    labels: np.ndarray | None = None
 
 
 # --- codec settings ------------------------------------------------------------------
@@ -161,13 +164,38 @@ def image_frames(paths: Iterable[str | Path], limit: int | None = None) -> Itera
 
 
 def camvid_frames(root: str | Path, split: str = "val",
-                  limit: int | None = None) -> Iterator[BenchFrame]:
-    """CamVid RGB frames of one split (``train``, ``val``, ``test``), sorted by name."""
+                  limit: int | None = None, *, labels: bool = False) -> Iterator[BenchFrame]:
+    """CamVid RGB frames of one split (``train``, ``val``, ``test``), sorted by name.
+
+    ``labels``: attach each frame's label map from ``SPLITannot/`` (same file
+    name, one class id per pixel) as ``BenchFrame.labels``.
+    """
     folder = Path(root) / split
     if not folder.is_dir():
         raise ConfigError(f"{str(folder)!r} is not a folder; pass the CamVid root that holds "
                           f"{split}/ (e.g. ../shared/data/camvid)")
-    return image_frames([folder], limit)
+    if not labels:
+        return image_frames([folder], limit)
+    label_folder = Path(root) / f"{split}annot"
+    if not label_folder.is_dir():
+        raise ConfigError(f"no label folder {str(label_folder)!r} next to {str(folder)!r}; "
+                          "CamVid keeps label maps in SPLITannot/")
+    return _labelled_frames(list_images([folder])[:limit], label_folder)
+
+
+def _labelled_frames(paths: list[Path], label_folder: Path) -> Iterator[BenchFrame]:
+    for path in paths:
+        label_path = label_folder / path.name
+        if not label_path.is_file():
+            raise ConfigError(f"label map {str(label_path)!r} missing for image {path.name}")
+        label = read_image(label_path).pixels
+        if label.ndim == 3:
+            label = label[:, :, 0]
+        frame = read_image(path)
+        if label.shape != (frame.height, frame.width):
+            raise ConfigError(f"label map {label_path.name} is {label.shape[1]}x{label.shape[0]}, "
+                              f"its image is {frame.width}x{frame.height}")
+        yield BenchFrame(frame, path.name, labels=label)
 
 
 def pointcloud_frames(paths: Iterable[str | Path], limit: int | None = None, *,
@@ -244,12 +272,15 @@ def _modalities(setting: CodecSetting) -> frozenset[Modality]:
 
 def run_benchmark(source: Iterable[BenchFrame], settings: Sequence[CodecSetting], *,
                   geometry: bool = True, d1_peak: float | None = None,
-                  progress=None) -> BenchResult:
+                  progress=None, extra_metrics=None) -> BenchResult:
     """Encode + decode every frame with every applicable setting and measure it.
 
     A codec that refuses a frame (for instance alpha to a codec without it) is
     listed in ``skipped`` with its reason, and the run goes on.
     ``progress(frame_index, frame_key)`` is called per frame when given.
+    ``extra_metrics(bench_frame, decoded_frame) -> dict`` adds entries to each
+    record (outside the timed part), e.g. ``metrics.segmentation_metrics`` of
+    a network's class map on the decoded frame against ``bench_frame.labels``.
     """
     if not settings:
         raise ConfigError("no codec settings to benchmark")
@@ -267,7 +298,9 @@ def run_benchmark(source: Iterable[BenchFrame], settings: Sequence[CodecSetting]
             continue
         for setting, codec in applicable:
             try:
-                record = measure(codec, frame, geometry=geometry, d1_peak=d1_peak)
+                record = measure(codec, frame, geometry=geometry, d1_peak=d1_peak,
+                                 on_decoded=None if extra_metrics is None else
+                                 functools.partial(extra_metrics, item))
             except InvalidFrameError as exc:
                 result.skipped.append({"frame": item.frame_key, "codec": setting.codec,
                                        "setting": setting.label, "reason": str(exc)})
@@ -281,8 +314,11 @@ def run_benchmark(source: Iterable[BenchFrame], settings: Sequence[CodecSetting]
 
 
 def measure(codec: Codec, frame: Frame, *, geometry: bool = True,
-            d1_peak: float | None = None) -> dict:
-    """Encode and decode one frame; rate, distortion and milliseconds both ways."""
+            d1_peak: float | None = None, on_decoded=None) -> dict:
+    """Encode and decode one frame; rate, distortion and milliseconds both ways.
+
+    ``on_decoded(decoded_frame) -> dict``, when given, adds its entries to the record.
+    """
     t0 = time.perf_counter()
     payload = codec.encode(frame)
     t1 = time.perf_counter()
@@ -297,6 +333,8 @@ def measure(codec: Codec, frame: Frame, *, geometry: bool = True,
     else:
         record.update(metrics.cloud_metrics(frame, decoded, len(payload),
                                             peak=d1_peak, geometry=geometry))
+    if on_decoded is not None:
+        record.update(on_decoded(decoded))
     return record
 
 
@@ -319,7 +357,8 @@ def summarise(records: Iterable[dict]) -> list[dict]:
     Rates are totals over frames (bpp = all bits / all pixels, bits per point =
     all bits / all points); PSNR, MS-SSIM, Chamfer, D1 and times are means of
     the per-frame values; ``max_error`` and per-field errors are maxima;
-    ``mean_error`` is the point-weighted mean.
+    ``mean_error`` is the point-weighted mean. Records with a segmentation
+    ``confusion`` matrix give ``miou`` and ``class_iou`` of the summed matrix.
     """
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in records:  # a codec for several modalities gets a row per modality
@@ -356,6 +395,10 @@ def summarise(records: Iterable[dict]) -> list[dict]:
         for key in _MAX_KEYS:
             if all(key in r for r in rs):
                 row[key] = max(r[key] for r in rs)
+        if all("confusion" in r for r in rs):
+            conf = np.sum([np.asarray(r["confusion"], np.int64) for r in rs], axis=0)
+            row["miou"], class_iou = metrics.iou_from_confusion(conf)
+            row["class_iou"] = [None if math.isnan(v) else float(v) for v in class_iou]
         rows.append(row)
     return rows
 
