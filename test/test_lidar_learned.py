@@ -17,6 +17,7 @@ from sensor_codec.pointcloud.semantic import (CLASS_FIELD, OUTSIDE_VIEW, load_cl
                                               point_classes, with_class_field)
 from sensor_codec.wire import Container, unpack
 
+GEOMETRIES = ("auto", "beams", "sequence")
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "samples"
 needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(),
                                    reason=f"sample data not found at {SAMPLES}")
@@ -80,97 +81,109 @@ def test_bound_holds_on_every_point_of_real_frames(name):
         np.testing.assert_array_equal(decoded.points["ring"], frame.points["ring"])
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(0, 300), scale=st.sampled_from([0.05, 1.0, 50.0, 3000.0]),
        bound=st.floats(0.001, 0.2), nan_fraction=st.sampled_from([0.0, 0.1]),
-       seed=st.integers(0, 2 ** 31 - 1))
-def test_bound_holds_on_random_clouds(n, scale, bound, nan_fraction, seed):
+       geometry=st.sampled_from(GEOMETRIES), seed=st.integers(0, 2 ** 31 - 1))
+def test_bound_holds_on_random_clouds(n, scale, bound, nan_fraction, geometry, seed):
     rng = np.random.default_rng(seed)
     xyz = rng.normal(0, scale, (n, 3)).astype(np.float32)
     xyz[rng.random(n) < nan_fraction] = np.nan
     frame = cloud(xyz, intensity=rng.random(n).astype(np.float32))
-    decoded, _ = roundtrip(frame, bound=bound)
+    decoded, payload = roundtrip(frame, bound=bound, geometry=geometry)
+    if geometry != "auto" and n:
+        assert unpack(payload).metadata["geometry_mode"] == geometry
     check_bound(frame, decoded, bound)
     ie = np.abs(decoded.points["intensity"].astype(np.float64) - frame.points["intensity"])
     assert ie.size == 0 or ie.max() <= 0.005 + 1e-6
 
 
-def test_structured_scan_bound_order_and_rate():
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_structured_scan_bound_order_and_rate(geometry):
     xyz, ring = scan()
     frame = cloud(xyz, ring=ring)
-    decoded, payload = roundtrip(frame, bound=0.01)
+    decoded, payload = roundtrip(frame, bound=0.01, geometry=geometry)
     err = check_bound(frame, decoded, 0.01)
     # order kept: each decoded point is the original point of the same index
     assert err.max() <= 0.01
     np.testing.assert_array_equal(decoded.points["ring"], ring)
-    assert 2 < len(payload) * 8 / frame.num_points < 16
+    # sequence mode ignores the beams: dearer on a clean ring-major scan
+    assert 2 < len(payload) * 8 / frame.num_points < (16 if geometry != "sequence" else 24)
 
 
-def test_unsorted_rings_keep_order():
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_unsorted_rings_keep_order(geometry):
     xyz, ring = scan(seed=1)
     perm = np.random.default_rng(2).permutation(len(ring))
     frame = cloud(xyz[perm], ring=ring[perm])
-    decoded, _ = roundtrip(frame)
+    decoded, _ = roundtrip(frame, geometry=geometry)
     check_bound(frame, decoded, 0.01)
     np.testing.assert_array_equal(decoded.points["ring"], ring[perm])
 
 
-def test_empty_and_single_point():
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_empty_and_single_point(geometry):
     empty = cloud(np.zeros((0, 3)), intensity=np.zeros(0, np.float32))
-    decoded, _ = roundtrip(empty)
+    decoded, _ = roundtrip(empty, geometry=geometry)
     assert decoded.num_points == 0 and decoded.field_names == ("x", "y", "z", "intensity")
     one = cloud([[1.234, -5.678, 0.9]], intensity=np.array([0.5], np.float32))
-    decoded, _ = roundtrip(one, bound=0.001)
+    decoded, _ = roundtrip(one, bound=0.001, geometry=geometry)
     assert errors(one, decoded)[0] <= 0.001
     assert decoded.points["intensity"][0] == pytest.approx(0.5, abs=0.005)
 
 
-def test_all_nan_cloud_is_exact():
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_all_nan_cloud_is_exact(geometry):
     frame = cloud(np.full((50, 3), np.nan))
-    decoded, _ = roundtrip(frame)
+    decoded, _ = roundtrip(frame, geometry=geometry)
     assert np.isnan(decoded.xyz()).all() and decoded.num_points == 50
 
 
-def test_huge_coordinates_are_kept_exactly():
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_huge_coordinates_are_kept_exactly(geometry):
     xyz = np.array([[1e6, -1e6, 3.0], [1.0, 2.0, 3.0], [5e5, 1.5, -2.25], [-3e38, 0, 0]],
                    np.float32)
     frame = cloud(xyz)
-    decoded, _ = roundtrip(frame)
+    decoded, _ = roundtrip(frame, geometry=geometry)
     got = decoded.xyz(np.float32)
     np.testing.assert_array_equal(got[[0, 2, 3]], xyz[[0, 2, 3]])  # beyond the grid: verbatim
     assert errors(frame, decoded)[1] <= 0.01
 
 
-def test_duplicate_points_are_copies():
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_duplicate_points_are_copies(geometry):
     xyz, ring = scan(n_beams=4, n_az=50)
     block = np.concatenate([xyz[:48], xyz[:48], xyz[48:96], xyz[48:96], xyz[96:]])
     frame = cloud(block, intensity=np.arange(len(block), dtype=np.float32) % 7)
     frame.points["intensity"][48:96] = frame.points["intensity"][:48]
     frame.points["intensity"][144:192] = frame.points["intensity"][96:144]
-    decoded, payload = roundtrip(frame)
+    decoded, payload = roundtrip(frame, geometry=geometry)
     check_bound(frame, decoded, 0.01)
     np.testing.assert_array_equal(decoded.points[48:96], decoded.points[:48])
-    no_dedup = RangeCodeLidar(dedup=False).encode(frame)
-    assert len(payload) < 0.85 * len(no_dedup)
+    no_dedup = RangeCodeLidar(dedup=False, geometry=geometry).encode(frame)
+    # sequence mode already finds a copy as a zero residual one block back
+    assert len(payload) < (0.85 if geometry != "sequence" else 0.97) * len(no_dedup)
 
 
-def test_organised_cloud_with_nans_keeps_grid_and_other_fields():
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_organised_cloud_with_nans_keeps_grid_and_other_fields(geometry):
     xyz, ring = scan(n_beams=8, n_az=64)
     xyz[::5] = np.nan
     pts = cloud(xyz, ring=ring, t=np.linspace(0, 0.1, len(ring)).astype(np.float32),
                 label=np.arange(len(ring), dtype=np.int32) * 3 - 7).points
     frame = PointCloudFrame(pts, Modality.LIDAR, height=8, width=64)
-    decoded, _ = roundtrip(frame)
+    decoded, _ = roundtrip(frame, geometry=geometry)
     assert (decoded.height, decoded.width) == (8, 64)
     check_bound(frame, decoded, 0.01)
     np.testing.assert_array_equal(decoded.points["t"], frame.points["t"])  # time_step 0: exact
     np.testing.assert_array_equal(decoded.points["label"], frame.points["label"])
 
 
-def test_float64_coordinates():
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_float64_coordinates(geometry):
     xyz, _ = scan(n_beams=4, n_az=40)
     frame = PointCloudFrame.from_arrays(Modality.LIDAR, x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2])
-    decoded, _ = roundtrip(frame, bound=0.0005)
+    decoded, _ = roundtrip(frame, bound=0.0005, geometry=geometry)
     assert decoded.points.dtype["x"] == np.float64
     check_bound(frame, decoded, 0.0005)
 
@@ -244,3 +257,81 @@ def test_semantic_bounds_per_class():
 def test_semantic_mode_needs_the_class_field():
     with pytest.raises(InvalidFrameError, match=CLASS_FIELD):
         RangeCodeLidar(semantic=True).encode(cloud(np.ones((3, 3))))
+
+
+# --- sequence mode (clouds without usable beams) ---------------------------------
+
+def test_sum_along_references_matches_a_loop():
+    from sensor_codec.pointcloud.sequence import sum_along_references
+    rng = np.random.default_rng(7)
+    m = 500
+    lags = rng.integers(1, 40, m)
+    lags[0] = 0
+    lags = np.minimum(lags, np.arange(m))
+    res = rng.integers(-1000, 1000, (m, 3))
+    expected = np.zeros_like(res)
+    for i in range(m):
+        expected[i] = res[i] + (expected[i - lags[i]] if lags[i] else 0)
+    got = sum_along_references(res, np.arange(m) - lags, lags > 0)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_lag_codes_round_trip_and_forged_codes_are_refused():
+    from sensor_codec.pointcloud.sequence import lag_codes, lags_from_codes
+    lags = np.array([0, 1, 1, 3, 3, 3, 2, 5, 5])
+    codes = lag_codes(lags)
+    np.testing.assert_array_equal(codes, [0, 1, 0, 3, 0, 0, 2, 5, 0])
+    np.testing.assert_array_equal(lags_from_codes(codes, 64), lags)
+    with pytest.raises(WireFormatError, match="before the first point"):
+        lags_from_codes(np.array([0, 2, 0]), 64)  # point 1 cannot look 2 back
+    with pytest.raises(WireFormatError, match="outside"):
+        lags_from_codes(np.array([0, 65]), 64)
+
+
+def test_sequence_mode_follows_a_repeating_firing_pattern():
+    """Column-ordered scan (one firing of every laser, then the next): the
+    reference one firing back is found and the rate beats plain deltas."""
+    from sensor_codec.pointcloud.sequence import choose_lags
+    xyz, ring = scan(n_beams=16, n_az=2000, seed=5)
+    column = xyz.reshape(16, 2000, 3).transpose(1, 0, 2).reshape(-1, 3)  # firing order
+    frame = cloud(column)
+    decoded, payload = roundtrip(frame, geometry="sequence", bound=0.01)
+    check_bound(frame, decoded, 0.01)
+    q = float(unpack(payload).metadata["bound"]) * 2 / np.sqrt(3)
+    lags = choose_lags(np.round(column / q).astype(np.int64))
+    assert np.mean(lags[16:] == 16) > 0.9
+    assert len(payload) * 8 / frame.num_points < 12
+
+
+def test_sequence_mode_with_semantic_bounds():
+    default, table, _ = load_class_bounds()
+    xyz, _ = scan(seed=8)
+    classes = np.random.default_rng(9).choice([2, 5, OUTSIDE_VIEW], size=len(xyz)).astype(np.uint8)
+    frame = with_class_field(cloud(xyz), classes)
+    decoded, payload = roundtrip(frame, semantic=True, geometry="sequence")
+    assert unpack(payload).metadata["geometry_mode"] == "sequence"
+    err = errors(frame, decoded)
+    for cid in (2, 5):
+        assert err[classes == cid].max() <= table[cid]
+    assert err[classes == OUTSIDE_VIEW].max() <= default
+
+
+def test_unknown_geometry_mode_is_refused():
+    xyz, _ = scan(n_beams=4, n_az=40)
+    c = unpack(RangeCodeLidar().encode(cloud(xyz)))
+    meta = dict(c.metadata, geometry_mode="octree")
+    forged = Container(c.modality, c.codec, c.model_id, c.stamp_ns, c.frame_id, meta, c.sections)
+    with pytest.raises(WireFormatError, match="octree"):
+        decode(forged.pack())
+
+
+@needs_samples
+@pytest.mark.parametrize("name, mode", [("kitti", "beams"), ("nuscenes", "beams"),
+                                        ("vod", "sequence")])
+def test_auto_mode_picks_the_smaller_geometry(name, mode):
+    from sensor_codec.pointcloud.train import sample_lidar
+    frame = sample_lidar(name, SAMPLES, geometry_only=True)
+    sizes = {g: len(RangeCodeLidar(geometry=g).encode(frame)) for g in ("beams", "sequence")}
+    auto = RangeCodeLidar().encode(frame)
+    assert unpack(auto).metadata["geometry_mode"] == mode
+    assert len(auto) == sizes[mode] and sizes[mode] < min(sizes.values()) * 1.0001

@@ -29,10 +29,11 @@ import zstandard
 
 from ..errors import InvalidFrameError, WireFormatError
 from ..frames import Modality, PointCloudFrame
-from ..pointcloud import predict
+from ..pointcloud import predict, sequence
 from ..pointcloud.context_model import ContextModel, default_model, scale_index
 from ..pointcloud.entropy import (SideReader, SideWriter, StreamReader, StreamWriter,
-                                  read_int_sequence, write_int_sequence)
+                                  estimate_int_sequence_bits, read_int_sequence,
+                                  write_int_sequence)
 from ..pointcloud.rangeimage import coded_order, estimate_beams, ring_field, spherical
 from ..pointcloud.semantic import CLASS_FIELD, bounds_for_classes, load_class_bounds
 from ..wire import Container, meta_get
@@ -120,6 +121,10 @@ class RangeCodeLidar(Codec):
         Param("field_step", float, 0.0,
               "quantisation step of other float fields (0 = bit-exact)", min=0.0, max=1e6),
         Param("dedup", bool, True, "code records identical to an earlier record as copies"),
+        Param("geometry", str, "auto",
+              "geometry coding: 'beams' (range image), 'sequence' (grid + reference point "
+              "in scan order, for clouds without beam structure) or 'auto' (the smaller "
+              "estimate, per frame)", choices=("auto", "beams", "sequence")),
         Param("semantic", bool, False,
               f"per-point bound from the {CLASS_FIELD!r} field and the class bound table"),
         Param("semantic_table", str, "",
@@ -202,20 +207,32 @@ class RangeCodeLidar(Codec):
             plans.append(self._encode_field(name, u[name], writer, side, raw_parts))
         meta["field_plan"] = plans
 
-        # 5. geometry of the regular points
+        # 5. geometry of the regular points: beams (range image) or sequence mode
         q0 = float(predict.grid_step(bound, limit, eps))
         q = self._point_steps(u, regular, bound, class_bounds, meta, limit, eps)
         idx = np.flatnonzero(regular)
-        R, A, El, C = predict.quantise(xyz[idx], q, q0)
-        recon = predict.reconstruct(R, A, El, C, q, q0)
+        point_bound = q_to_bound(q, bound, class_bounds, u, idx)
+        mode = self.settings["geometry"]
+        ring = ring_field(pts)
+        beams_plan = seq_plan = None
+        if mode in ("auto", "beams"):
+            beams_plan = self._plan_beams(xyz[idx], q, q0, u, idx, ring)
+        if mode in ("auto", "sequence"):
+            seq_plan = self._plan_sequence(xyz[idx], q)
+        if beams_plan is not None and seq_plan is not None:
+            mode = "beams" if beams_plan["estimate"] <= seq_plan["estimate"] else "sequence"
+        meta["geometry_mode"] = mode
+        plan = beams_plan if mode == "beams" else seq_plan
+        recon = plan["recon"]
         err = np.sqrt(((np.stack([recon[:, k].astype(dtypes[k]) for k in range(3)], axis=1)
                         .astype(np.float64) - xyz[idx]) ** 2).sum(axis=1))
-        point_bound = q_to_bound(q, bound, class_bounds, u, idx)
         bad = err > point_bound
         if bad.any():  # float corner cases: keep those points exact instead
             regular[idx[bad]] = False
             keep = ~bad
-            idx, R, A, El, C, q = idx[keep], R[keep], A[keep], El[keep], C[keep], q[keep]
+            idx, q = idx[keep], q[keep]
+            plan = (self._plan_beams(xyz[idx], q, q0, u, idx, ring) if mode == "beams"
+                    else self._plan_sequence(xyz[idx], q))
         vruns = _runs(~regular)
         meta["verbatim_runs"] = int(vruns.size)
         write_int_sequence(writer, side, vruns)
@@ -223,23 +240,50 @@ class RangeCodeLidar(Codec):
         for axis in ("x", "y", "z"):
             raw_parts.append(_byte_shuffle(u[axis][verbatim]))
 
-        ring = ring_field(pts)
-        meta["beam_source"] = ring or ""
-        if ring:
-            beams = u[ring][idx].astype(np.int64)
+        if mode == "sequence":
+            meta["beam_source"] = ""
+            sequence.encode_sequence(writer, side, plan["G"], plan["lags"])
         else:
-            _, az, el = spherical(xyz[idx])
-            beams = estimate_beams(az, el)
-            write_int_sequence(writer, side, beams, INT_PERIODS)
-        order = coded_order(beams)
-        scale = scale_index(bound)
-        predict.encode_geometry(writer, side, R[order], A[order], El[order], C[order], q[order],
-                                q0, beams[order], self.model, scale, self.trace)
+            meta["beam_source"] = ring or ""
+            beams = plan["beams"]
+            if not ring:
+                write_int_sequence(writer, side, beams, INT_PERIODS)
+            order = plan["order"]
+            R, A, El, C = plan["RAEC"]
+            predict.encode_geometry(writer, side, R[order], A[order], El[order], C[order],
+                                    q[order], q0, beams[order], self.model, scale_index(bound),
+                                    self.trace)
         raw = b"".join(raw_parts)
         meta["raw_bytes"] = len(raw)
         sections = [side.getvalue(), writer.finish(),
                     zstandard.ZstdCompressor(level=3).compress(raw) if raw else b""]
         return meta, sections
+
+    def _plan_beams(self, xyz, q, q0, u, idx, ring) -> dict:
+        R, A, El, C = predict.quantise(xyz, q, q0)
+        if ring:
+            beams = u[ring][idx].astype(np.int64)
+            label_bits = 0.0
+        else:
+            _, az, el = spherical(xyz)
+            beams = estimate_beams(az, el)
+            label_bits = estimate_int_sequence_bits(beams, INT_PERIODS)
+        order = coded_order(beams)
+        plan = {"RAEC": (R, A, El, C), "beams": beams, "order": order,
+                "recon": predict.reconstruct(R, A, El, C, q, q0)}
+        if self.settings["geometry"] == "auto":
+            plan["estimate"] = label_bits + predict.estimate_geometry_bits(
+                R[order], A[order], El[order], C[order], q[order], q0, beams[order])
+        return plan
+
+    def _plan_sequence(self, xyz, q) -> dict:
+        step = float(q.min()) if q.size else 1.0  # one grid: the finest bound's
+        G = np.round(xyz / step).astype(np.int64)
+        lags = sequence.choose_lags(G)
+        plan = {"G": G, "lags": lags, "recon": G * step}
+        if self.settings["geometry"] == "auto":
+            plan["estimate"] = sequence.estimate_sequence_bits(G, lags)
+        return plan
 
     def _point_steps(self, u, regular, bound, class_bounds, meta, limit, eps):
         sel = u[regular] if u.size else u
@@ -360,18 +404,26 @@ class RangeCodeLidar(Codec):
             q = np.full(idx.size, predict.grid_step(bound, limit, eps))
         q0 = float(predict.grid_step(bound, limit, eps))
 
-        source = meta.get("beam_source", "")
-        if source:
-            if source not in records.dtype.names:
-                raise WireFormatError(f"beam source field {source!r} is not in the layout")
-            beams = u[source][idx].astype(np.int64)
+        mode = meta.get("geometry_mode", "beams")
+        if mode == "sequence":
+            step = float(q.min()) if q.size else 1.0
+            recon = sequence.decode_sequence(reader, side, idx.size, sequence.MAX_LAG) * step
+        elif mode == "beams":
+            source = meta.get("beam_source", "")
+            if source:
+                if source not in records.dtype.names:
+                    raise WireFormatError(f"beam source field {source!r} is not in the layout")
+                beams = u[source][idx].astype(np.int64)
+            else:
+                beams = read_int_sequence(reader, side, idx.size)
+            order = coded_order(beams)
+            R, A, El, C = predict.decode_geometry(reader, side, q[order], q0, beams[order],
+                                                  self.model, scale_index(bound))
+            recon = np.empty((idx.size, 3))
+            recon[order] = predict.reconstruct(R, A, El, C, q[order], q0)
         else:
-            beams = read_int_sequence(reader, side, idx.size)
-        order = coded_order(beams)
-        R, A, El, C = predict.decode_geometry(reader, side, q[order], q0, beams[order],
-                                              self.model, scale_index(bound))
-        recon = np.empty((idx.size, 3))
-        recon[order] = predict.reconstruct(R, A, El, C, q[order], q0)
+            raise WireFormatError(f"unknown geometry mode {mode!r} (this decoder knows "
+                                  "'beams' and 'sequence')")
         for k, axis in enumerate(("x", "y", "z")):
             u[axis][idx] = recon[:, k]
 

@@ -343,6 +343,16 @@ def write_int_sequence(writer: StreamWriter, side: SideWriter, values: np.ndarra
     writer.write(best_res, None, table)
 
 
+def estimate_int_sequence_bits(values: np.ndarray, periods: tuple[int, ...] = (1,)) -> float:
+    """What ``write_int_sequence`` would spend, approximately (no side information)."""
+    values = values.astype(np.int64, copy=False)
+    best = estimate_bits(values)
+    for p in periods:
+        if 0 < p < values.size:
+            best = min(best, estimate_bits(period_residual(values, p)))
+    return best
+
+
 def read_int_sequence(reader: StreamReader, side: SideReader, count: int) -> np.ndarray:
     period = side.u16()
     if count == 0:

@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import WireFormatError
 from .context_model import ContextModel
 from .entropy import (ALPHABET, SideReader, SideWriter, StreamReader, StreamWriter,
-                      histogram_table, to_symbols)
+                      estimate_bits, histogram_table, to_symbols)
 from .rangeimage import nearest_in_previous_beam, segment_starts, spherical
 
 REF_RANGE = 16.0  # metres: the angular step is q0 / REF_RANGE
@@ -146,6 +146,15 @@ def geometry_streams(R, A, El, C, q, q0, sorted_beams):
         "elevation": (dEl, elevation_contexts(R, dR, first)),
         "corr_x": (C[:, 0], cc), "corr_y": (C[:, 1], cc), "corr_z": (C[:, 2], cc),
     }, first
+
+
+def estimate_geometry_bits(R, A, El, C, q, q0, sorted_beams) -> float:
+    """Approximate coded size of the beam-mode streams (frame histograms, no
+    contexts), for choosing the geometry mode."""
+    if R.size == 0:
+        return 0.0
+    streams, _ = geometry_streams(R, A, El, C, q, q0, sorted_beams)
+    return sum(estimate_bits(values) for values, _ in streams.values())
 
 
 def _choose_table(values, ctx, learned: np.ndarray) -> tuple[int, np.ndarray]:

@@ -1,0 +1,176 @@
+"""Sequence mode: bounded-error geometry for clouds without usable beams.
+
+Used when the range-image path of ``predict`` cannot find the sensor's
+beams (View-of-Delft's column-ordered, tilted HDL-64 cloud; unstructured
+clouds). Every point is quantised on its own Cartesian grid,
+``G = round(p / q)`` with ``q = grid_step(E)`` (so the decoded ``G q`` is
+within E of the point), and predicted from an earlier point of the cloud in
+its original order: ``G[i] - G[i - lag[i]]`` with ``1 <= lag[i] <= MAX_LAG``
+chosen by the encoder. A spinning lidar repeats its firing pattern, so the
+best reference is usually the same laser one firing back, and the lag stays
+the same for long stretches: the lag stream costs about a bit a point and
+the residuals are small.
+
+Streams (frame-adaptive histograms in the side information, one per
+context that occurs; both sides know the contexts before decoding a stream):
+
+* ``lag code``: 0 = same lag as the previous point, else the new lag;
+* ``x`` residual, context: did the lag change;
+* ``y`` residual, context: bit length of |x residual| and lag change;
+* ``z`` residual, context: bit length of |x| + |y| residual and lag change.
+
+Decoding is vectorised: the residuals are summed along each point's chain
+of references by pointer jumping (log2 of the chain length rounds).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import WireFormatError
+from .entropy import (ALPHABET, SideReader, SideWriter, StreamReader, StreamWriter,
+                      estimate_bits, quantise_histogram, to_symbols)
+
+MAX_LAG = 64
+# Keep the previous point's lag unless another reference saves more than
+# this many grid steps (L1): a kept lag costs a fraction of a bit.
+LAG_KEEP_SLACK = 2
+CTX_BITS = 5
+_NEVER = 2 ** 62  # cost of a reference before the first point
+
+
+def choose_lags(G: np.ndarray, max_lag: int = MAX_LAG) -> np.ndarray:
+    """Reference lag per point (0 for the first point: predicted from 0)."""
+    m = G.shape[0]
+    lags = np.zeros(m, np.int64)
+    if m < 2:
+        return lags
+    span = min(max_lag, m - 1)
+    cost = np.empty((span, m), np.int64)
+    for lag in range(1, span + 1):
+        c = np.abs(G[lag:] - G[:-lag]).sum(axis=1)
+        cost[lag - 1, :lag] = _NEVER
+        cost[lag - 1, lag:] = c
+    best_lag = np.argmin(cost, axis=0) + 1
+    best = cost[best_lag - 1, np.arange(m)]
+    prev = np.r_[1, best_lag[:-1]]
+    prev_valid = prev <= np.arange(m)
+    keep_cost = np.where(prev_valid, cost[np.minimum(prev, span) - 1, np.arange(m)],
+                         _NEVER)
+    keep = prev_valid & (keep_cost <= best + LAG_KEEP_SLACK)
+    lags = np.where(keep, prev, best_lag)
+    lags[0] = 0
+    return lags
+
+
+def lag_codes(lags: np.ndarray) -> np.ndarray:
+    """0 where the lag repeats the previous point's, else the lag itself."""
+    codes = lags.copy()
+    codes[1:][lags[1:] == lags[:-1]] = 0
+    return codes
+
+
+def lags_from_codes(codes: np.ndarray, max_lag: int) -> np.ndarray:
+    m = codes.size
+    if m == 0:
+        return codes
+    if codes[0] != 0 or (codes < 0).any() or (codes > max_lag).any():
+        raise WireFormatError(f"sequence-mode lag codes outside 0..{max_lag}")
+    # Each point takes the most recent nonzero code at or before it.
+    last = np.maximum.accumulate(np.where(codes > 0, np.arange(m), 0))
+    lags = codes[last]
+    if (lags[1:] < 1).any() or (lags > np.arange(m)).any():
+        raise WireFormatError("sequence-mode lag refers before the first point")
+    return lags
+
+
+def residual_streams(G: np.ndarray, lags: np.ndarray):
+    """Residuals (m x 3) and the three context arrays, encoder side."""
+    m = G.shape[0]
+    ref = np.arange(m) - lags
+    res = G - np.where(lags[:, None] > 0, G[np.maximum(ref, 0)], 0)
+    return res, contexts(res, lags)
+
+
+def _bits(v: np.ndarray) -> np.ndarray:
+    return np.minimum(np.frexp(v.astype(np.float64))[1], CTX_BITS)
+
+
+def contexts(res: np.ndarray | None, lags: np.ndarray, axis: int | None = None):
+    """Context of each residual stream; with ``axis`` only that one (the
+    decoder has the earlier axes' residuals by then)."""
+    changed = np.r_[1, (lags[1:] != lags[:-1]).astype(np.int64)]
+    out = [changed]
+    if axis is None or axis >= 1:
+        out.append(2 * _bits(np.abs(res[:, 0])) + changed)
+    if axis is None or axis >= 2:
+        out.append(2 * _bits(np.abs(res[:, 0]) + np.abs(res[:, 1])) + changed)
+    return out if axis is None else out[axis]
+
+
+def _write_tables(side: SideWriter, values: np.ndarray, ctx: np.ndarray) -> np.ndarray:
+    """One histogram per context present, in context order; returns the table."""
+    sym = to_symbols(values)[0]
+    rows = int(ctx.max()) + 1
+    table = np.zeros((rows, ALPHABET))
+    for c in np.unique(ctx):
+        table[c] = quantise_histogram(np.bincount(sym[ctx == c], minlength=ALPHABET)
+                                      .astype(np.float64))
+        side.histogram(table[c])
+    return table
+
+
+def _read_tables(side: SideReader, ctx: np.ndarray) -> np.ndarray:
+    rows = int(ctx.max()) + 1
+    table = np.zeros((rows, ALPHABET))
+    for c in np.unique(ctx):
+        table[c] = side.histogram()[0]
+    return table
+
+
+def encode_sequence(writer: StreamWriter, side: SideWriter, G: np.ndarray, lags: np.ndarray):
+    m = G.shape[0]
+    if m == 0:
+        return
+    codes = lag_codes(lags)
+    only = np.zeros(m, np.int64)
+    writer.write(codes, only, _write_tables(side, codes, only))
+    res, ctxs = residual_streams(G, lags)
+    for axis in range(3):
+        table = _write_tables(side, res[:, axis], ctxs[axis])
+        writer.write(res[:, axis], ctxs[axis], table)
+
+
+def decode_sequence(reader: StreamReader, side: SideReader, m: int, max_lag: int) -> np.ndarray:
+    if m == 0:
+        return np.zeros((0, 3), np.int64)
+    only = np.zeros(m, np.int64)
+    codes = reader.read(m, only, _read_tables(side, only))
+    lags = lags_from_codes(codes, max_lag)
+    res = np.empty((m, 3), np.int64)
+    for axis in range(3):
+        ctx = contexts(res, lags, axis)
+        res[:, axis] = reader.read(m, ctx, _read_tables(side, ctx))
+    return sum_along_references(res, np.arange(m) - lags, lags > 0)
+
+
+def sum_along_references(res: np.ndarray, ref: np.ndarray, has_ref: np.ndarray) -> np.ndarray:
+    """G[i] = res[i] + G[ref[i]] (where has_ref), by pointer jumping."""
+    acc = res.copy()
+    ptr = np.where(has_ref, ref, -1)
+    live = np.flatnonzero(ptr >= 0)
+    while live.size:
+        p = ptr[live]
+        acc[live] += acc[p]
+        ptr[live] = ptr[p]
+        live = live[ptr[live] >= 0]
+    return acc
+
+
+def estimate_sequence_bits(G: np.ndarray, lags: np.ndarray) -> float:
+    """Approximate coded size (no contexts) for choosing the geometry mode."""
+    if G.shape[0] == 0:
+        return 0.0
+    ref = np.arange(G.shape[0]) - lags
+    res = G - np.where(lags[:, None] > 0, G[np.maximum(ref, 0)], 0)
+    return estimate_bits(lag_codes(lags)) + sum(estimate_bits(res[:, k]) for k in range(3))
