@@ -118,7 +118,12 @@ def test_levels_option(bench):
 
 
 def test_upscale_to_960x720(bench):
-    rgb = synthetic_rgb(360, 480, seed=2)
-    big = bench.upscale_2x(rgb)
+    big = bench.upscale_2x(synthetic_rgb(360, 480, seed=2))
     assert big.shape == (720, 960, 3) and big.dtype == np.uint8
-    assert np.abs(big[::2, ::2].astype(int) - rgb).max() <= 1  # bilinear keeps the samples
+    # Pixel-centre bilinear: a ramp of step 8 becomes a ramp of step 4 (borders repeat),
+    # a flat image stays flat.
+    ramp = np.repeat((8 * np.arange(6, dtype=np.uint8))[None, :, None], 3, axis=2)
+    row = bench.upscale_2x(np.repeat(ramp, 2, axis=0))[0, :, 0]
+    assert row.tolist() == [0, 2, 6, 10, 14, 18, 22, 26, 30, 34, 38, 40]
+    flat = np.full((3, 5, 3), 77, np.uint8)
+    assert (bench.upscale_2x(flat) == 77).all()
