@@ -89,10 +89,18 @@ class LearnedCameraCodec(Codec):
                                   semantic_allocation=self.settings["semantic_allocation"])
         metadata = dict(packed.metadata, encoding=frame.encoding)
         sections = list(packed.sections)
+        self._encoder_semantic = packed.semantic  # for encode_with_semantic (same thread)
         if frame.encoding in _ALPHA_ENCODINGS:
             alpha = np.ascontiguousarray(frame.pixels[:, :, 3])
             sections.append(zstandard.ZstdCompressor(level=19).compress(alpha.tobytes()))
         return metadata, sections
+
+    def encode_with_semantic(self, frame: CameraFrame) -> tuple[bytes, CameraFrame]:
+        """(payload, the encoder-side semantic map as mono8 class ids): the map the
+        backbone computes anyway while encoding, for perception and lidar steering."""
+        payload = self.encode(frame)
+        return payload, CameraFrame(self._encoder_semantic, "mono8", frame.stamp_ns,
+                                    frame.frame_id)
 
     def decode(self, payload) -> CameraFrame:
         return self.decode_with_semantic(payload, with_semantic=False)[0]
