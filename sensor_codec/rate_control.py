@@ -172,8 +172,7 @@ class RateController:
                                        self.capacity_bytes)
             else:
                 self._credit = self.target_bytes_per_s * self._interval  # one frame's budget
-            if self._last_time is None or now_s > self._last_time:
-                self._last_time = now_s
+            self._last_time = now_s  # a jump back (a bag starting over) re-bases the clock
             budget = self.target_bytes_per_s * self._interval
             spread = max(1.0, self.burst_s / self._interval)
             allowance = budget + (self._credit - budget) / spread

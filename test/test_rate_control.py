@@ -89,6 +89,25 @@ def test_falls_back_to_the_lowest_level_and_counts_it():
     assert controller.snapshot()["credit_bytes"] == pytest.approx(-controller.capacity_bytes)
 
 
+def test_a_clock_jumping_back_restarts_the_refill():
+    controller = RateController(400.0, LEVELS)
+    simulate(controller, lambda k: 2000, 100)
+    before = controller.snapshot()
+    # A bag starting over: stamps go back 10 s. No credit is made from that
+    # step, and from the new time on the bucket fills again.
+    first = controller.decide(0.0)
+    controller.record(first.level, 5000)
+    assert controller.snapshot()["credit_bytes"] <= before["credit_bytes"]
+    levels, sizes = [], []
+    for k in range(1, 100):
+        decision = controller.decide(k / RATE_HZ)
+        controller.record(decision.level, int(2000 * RATIO ** decision.level))
+        levels.append(decision.level)
+        sizes.append(int(2000 * RATIO ** decision.level))
+    assert kbps(np.array(sizes[20:])) == pytest.approx(400.0, rel=TOLERANCE)
+    assert controller.frame_rate_hz == pytest.approx(RATE_HZ, rel=0.01)
+
+
 def test_uses_the_observed_frame_rate():
     # Same target, twice the frame rate: 2500 bytes a frame, between levels 0 and 1
     # (2000 and 2600 bytes) instead of 3 and 4.
