@@ -215,12 +215,14 @@ class RangeCodeLidar(Codec):
         mode = self.settings["geometry"]
         ring = ring_field(pts)
         beams_plan = seq_plan = None
-        if mode in ("auto", "beams"):
+        if mode == "auto":
+            beams_plan = self._plan_beams(xyz[idx], q, q0, u, idx, ring, estimate=True)
+            seq_bits = sequence.estimate_sequence_bits(self._sequence_grid(xyz[idx], q)[0])
+            mode = "beams" if beams_plan["estimate"] <= seq_bits else "sequence"
+        if mode == "beams" and beams_plan is None:
             beams_plan = self._plan_beams(xyz[idx], q, q0, u, idx, ring)
-        if mode in ("auto", "sequence"):
+        if mode == "sequence":
             seq_plan = self._plan_sequence(xyz[idx], q)
-        if beams_plan is not None and seq_plan is not None:
-            mode = "beams" if beams_plan["estimate"] <= seq_plan["estimate"] else "sequence"
         meta["geometry_mode"] = mode
         plan = beams_plan if mode == "beams" else seq_plan
         recon = plan["recon"]
@@ -252,38 +254,40 @@ class RangeCodeLidar(Codec):
             R, A, El, C = plan["RAEC"]
             predict.encode_geometry(writer, side, R[order], A[order], El[order], C[order],
                                     q[order], q0, beams[order], self.model, scale_index(bound),
-                                    self.trace)
+                                    self.trace, plan.get("streams"))
         raw = b"".join(raw_parts)
         meta["raw_bytes"] = len(raw)
         sections = [side.getvalue(), writer.finish(),
                     zstandard.ZstdCompressor(level=3).compress(raw) if raw else b""]
         return meta, sections
 
-    def _plan_beams(self, xyz, q, q0, u, idx, ring) -> dict:
+    def _plan_beams(self, xyz, q, q0, u, idx, ring, estimate: bool = False) -> dict:
         R, A, El, C = predict.quantise(xyz, q, q0)
+        label_bits = 0.0
         if ring:
             beams = u[ring][idx].astype(np.int64)
-            label_bits = 0.0
         else:
             _, az, el = spherical(xyz)
             beams = estimate_beams(az, el)
-            label_bits = estimate_int_sequence_bits(beams, INT_PERIODS)
+            if estimate:
+                label_bits = estimate_int_sequence_bits(beams, INT_PERIODS)
         order = coded_order(beams)
-        plan = {"RAEC": (R, A, El, C), "beams": beams, "order": order,
+        Ro, Ao, Elo, Co = R[order], A[order], El[order], C[order]
+        streams = predict.geometry_streams(Ro, Ao, Elo, Co, q[order], q0, beams[order])
+        plan = {"RAEC": (R, A, El, C), "beams": beams, "order": order, "streams": streams,
                 "recon": predict.reconstruct(R, A, El, C, q, q0)}
-        if self.settings["geometry"] == "auto":
-            plan["estimate"] = label_bits + predict.estimate_geometry_bits(
-                R[order], A[order], El[order], C[order], q[order], q0, beams[order])
+        if estimate:
+            plan["estimate"] = label_bits + predict.estimate_geometry_bits(streams[0])
         return plan
 
-    def _plan_sequence(self, xyz, q) -> dict:
+    @staticmethod
+    def _sequence_grid(xyz, q):
         step = float(q.min()) if q.size else 1.0  # one grid: the finest bound's
-        G = np.round(xyz / step).astype(np.int64)
-        lags = sequence.choose_lags(G)
-        plan = {"G": G, "lags": lags, "recon": G * step}
-        if self.settings["geometry"] == "auto":
-            plan["estimate"] = sequence.estimate_sequence_bits(G, lags)
-        return plan
+        return np.round(xyz / step).astype(np.int64), step
+
+    def _plan_sequence(self, xyz, q) -> dict:
+        G, step = self._sequence_grid(xyz, q)
+        return {"G": G, "lags": sequence.choose_lags(G), "recon": G * step}
 
     def _point_steps(self, u, regular, bound, class_bounds, meta, limit, eps):
         sel = u[regular] if u.size else u

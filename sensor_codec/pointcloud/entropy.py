@@ -54,16 +54,34 @@ def bit_length(u: np.ndarray) -> np.ndarray:
 def to_symbols(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(symbols int32, number of extra bits, extra bits as uint64)."""
     u = zigzag(values)
-    if u.size and int(u.max()) >= 1 << MAX_VALUE_BITS:
+    n = u.size
+    big = np.flatnonzero(u >= DIRECT)
+    if big.size == 0:  # the common case for residuals: no extra bits at all
+        return u.astype(np.int32), np.zeros(n, np.int64), np.zeros(n, np.uint64)
+    ub = u[big]
+    if int(ub.max()) >= 1 << MAX_VALUE_BITS:
         raise CodecError(f"value {int(np.abs(values).max())} is too large for the entropy coder "
                          f"(limit 2**{MAX_VALUE_BITS - 2})")
-    nb = bit_length(u)
-    big = u >= DIRECT
-    sym = np.where(big, DIRECT + nb - DIRECT_BITS - 1, u.astype(np.int64)).astype(np.int32)
-    nextra = np.where(big, nb - 1, 0)
-    extra = np.where(big, u - (np.uint64(1) << np.maximum(nextra, 0).astype(np.uint64)),
-                     np.uint64(0))
+    # frexp is exact: ub < 2**53 is an exact float64, mantissa in [0.5, 1).
+    nb = np.frexp(ub.astype(np.float64))[1].astype(np.int64)
+    sym = u.astype(np.int32)
+    sym[big] = DIRECT + nb - DIRECT_BITS - 1
+    nextra = np.zeros(n, np.int64)
+    nextra[big] = nb - 1
+    extra = np.zeros(n, np.uint64)
+    extra[big] = ub - (np.uint64(1) << (nb - 1).astype(np.uint64))
     return sym, nextra, extra
+
+
+def symbols_only(values: np.ndarray) -> np.ndarray:
+    """The symbols of ``to_symbols`` alone, int32 (no range check)."""
+    u = zigzag(values)
+    big = u >= DIRECT
+    sym = u.astype(np.int32)
+    if big.any():
+        nb = np.frexp(u[big].astype(np.float64))[1]
+        sym[big] = DIRECT + nb - DIRECT_BITS - 1
+    return sym
 
 
 def symbol_extra_bits(sym: np.ndarray) -> np.ndarray:
@@ -105,7 +123,10 @@ class ModelCache:
 def context_runs(contexts: np.ndarray):
     """Symbols grouped by context (stable): the order, the sorted contexts and
     the start/end of each context's run, so each run is coded with one model."""
-    order = np.argsort(contexts, kind="stable")
+    # small non-negative ints sort by radix (linear time) as int16
+    key = contexts.astype(np.int16) if contexts.size and 0 <= contexts.min() and \
+        contexts.max() < 2 ** 15 else contexts
+    order = np.argsort(key, kind="stable")
     sorted_ctx = contexts[order]
     cuts = np.flatnonzero(np.diff(sorted_ctx)) + 1
     return order, sorted_ctx, np.r_[0, cuts], np.r_[cuts, len(order)]
@@ -219,7 +240,7 @@ class StreamReader:
 
 def histogram_table(values: np.ndarray) -> np.ndarray:
     """One-row probability table fitted to ``values`` (the adaptive model)."""
-    sym = to_symbols(values)[0]
+    sym = symbols_only(values)
     counts = np.bincount(sym, minlength=ALPHABET).astype(np.float64)
     return quantise_histogram(counts)[None, :]
 
@@ -262,10 +283,11 @@ def estimate_bits(values: np.ndarray) -> float:
     """Cost of ``values`` under their own histogram (symbols + extra bits)."""
     if values.size == 0:
         return 0.0
-    sym, nextra, _ = to_symbols(values)
+    sym = symbols_only(values)
     counts = np.bincount(sym, minlength=ALPHABET)
     nz = counts[counts > 0]
-    return float(-(nz * np.log2(nz / values.size)).sum() + nextra.sum())
+    extra_bits = float((counts[DIRECT:] * (np.arange(DIRECT, ALPHABET) - DIRECT + DIRECT_BITS)).sum())
+    return float(-(nz * np.log2(nz / values.size)).sum()) + extra_bits
 
 
 # --- side information and self-tuning integer sequences ---------------------------

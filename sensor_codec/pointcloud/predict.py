@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import WireFormatError
 from .context_model import ContextModel
 from .entropy import (ALPHABET, SideReader, SideWriter, StreamReader, StreamWriter,
-                      estimate_bits, histogram_table, to_symbols)
+                      estimate_bits, histogram_table, symbols_only)
 from .rangeimage import nearest_in_previous_beam, segment_starts, spherical
 
 REF_RANGE = 16.0  # metres: the angular step is q0 / REF_RANGE
@@ -148,18 +148,15 @@ def geometry_streams(R, A, El, C, q, q0, sorted_beams):
     }, first
 
 
-def estimate_geometry_bits(R, A, El, C, q, q0, sorted_beams) -> float:
-    """Approximate coded size of the beam-mode streams (frame histograms, no
-    contexts), for choosing the geometry mode."""
-    if R.size == 0:
-        return 0.0
-    streams, _ = geometry_streams(R, A, El, C, q, q0, sorted_beams)
+def estimate_geometry_bits(streams: dict) -> float:
+    """Approximate coded size of the beam-mode streams (``geometry_streams``;
+    frame histograms, no contexts), for choosing the geometry mode."""
     return sum(estimate_bits(values) for values, _ in streams.values())
 
 
 def _choose_table(values, ctx, learned: np.ndarray) -> tuple[int, np.ndarray]:
     """Learned context table, or this frame's own histogram if cheaper."""
-    sym = to_symbols(values)[0]
+    sym = symbols_only(values)
     p = learned / learned.sum(axis=1, keepdims=True)
     learned_bits = float(-np.log2(np.maximum(p[ctx, sym], 2.0 ** -24)).sum())
     counts = np.bincount(sym, minlength=ALPHABET)
@@ -171,11 +168,13 @@ def _choose_table(values, ctx, learned: np.ndarray) -> tuple[int, np.ndarray]:
 
 
 def encode_geometry(writer: StreamWriter, side: SideWriter, R, A, El, C, q, q0,
-                    sorted_beams, model: ContextModel, scale: int, trace: list | None = None) -> None:
-    """Write the geometry streams; ``trace`` (training) receives (scale, streams)."""
+                    sorted_beams, model: ContextModel, scale: int, trace: list | None = None,
+                    streams: tuple | None = None) -> None:
+    """Write the geometry streams (``streams``: ``geometry_streams``' result
+    when the caller has it); ``trace`` (training) receives (scale, streams)."""
     if R.size == 0:
         return
-    streams, first = geometry_streams(R, A, El, C, q, q0, sorted_beams)
+    streams, first = streams or geometry_streams(R, A, El, C, q, q0, sorted_beams)
     if trace is not None:
         trace.append((scale, streams))
     starts = np.flatnonzero(first)

@@ -29,35 +29,43 @@ import numpy as np
 
 from ..errors import WireFormatError
 from .entropy import (ALPHABET, SideReader, SideWriter, StreamReader, StreamWriter,
-                      estimate_bits, quantise_histogram, to_symbols)
+                      estimate_bits, quantise_histogram, symbols_only)
 
 MAX_LAG = 64
 # Keep the previous point's lag unless another reference saves more than
 # this many grid steps (L1): a kept lag costs a fraction of a bit.
-LAG_KEEP_SLACK = 2
+LAG_KEEP_SLACK = 4
 CTX_BITS = 5
-_NEVER = 2 ** 62  # cost of a reference before the first point
+_NEVER_32 = 2 ** 31 - 1  # cost of no reference yet
 
 
 def choose_lags(G: np.ndarray, max_lag: int = MAX_LAG) -> np.ndarray:
-    """Reference lag per point (0 for the first point: predicted from 0)."""
+    """Reference lag per point (0 for the first point: predicted from 0):
+    the earlier point within ``max_lag`` nearest in L1 grid steps, or the
+    previous point's choice when that is nearly as near."""
     m = G.shape[0]
     lags = np.zeros(m, np.int64)
     if m < 2:
         return lags
-    span = min(max_lag, m - 1)
-    cost = np.empty((span, m), np.int64)
-    for lag in range(1, span + 1):
-        c = np.abs(G[lag:] - G[:-lag]).sum(axis=1)
-        cost[lag - 1, :lag] = _NEVER
-        cost[lag - 1, lag:] = c
-    best_lag = np.argmin(cost, axis=0) + 1
-    best = cost[best_lag - 1, np.arange(m)]
+    # Differences of int32 copies are exact: coordinates are below 2**28
+    # steps here or the lag search clips them (only the choice is affected).
+    axes = [np.clip(G[:, k], -2 ** 28, 2 ** 28).astype(np.int32) for k in range(3)]
+    best = np.full(m, _NEVER_32, np.int32)
+    best_lag = np.ones(m, np.int64)
+    for lag in range(1, min(max_lag, m - 1) + 1):
+        c = np.abs(axes[0][lag:] - axes[0][:-lag])
+        c += np.abs(axes[1][lag:] - axes[1][:-lag])
+        c += np.abs(axes[2][lag:] - axes[2][:-lag])
+        better = c < best[lag:]
+        best[lag:][better] = c[better]
+        best_lag[lag:][better] = lag
+    i = np.arange(m)
     prev = np.r_[1, best_lag[:-1]]
-    prev_valid = prev <= np.arange(m)
-    keep_cost = np.where(prev_valid, cost[np.minimum(prev, span) - 1, np.arange(m)],
-                         _NEVER)
-    keep = prev_valid & (keep_cost <= best + LAG_KEEP_SLACK)
+    prev_valid = prev <= i
+    ref = np.where(prev_valid, i - prev, 0)
+    keep_cost = (np.abs(axes[0] - axes[0][ref]) + np.abs(axes[1] - axes[1][ref])
+                 + np.abs(axes[2] - axes[2][ref]))
+    keep = prev_valid & (keep_cost <= best.astype(np.int64) + LAG_KEEP_SLACK)
     lags = np.where(keep, prev, best_lag)
     lags[0] = 0
     return lags
@@ -110,7 +118,7 @@ def contexts(res: np.ndarray | None, lags: np.ndarray, axis: int | None = None):
 
 def _write_tables(side: SideWriter, values: np.ndarray, ctx: np.ndarray) -> np.ndarray:
     """One histogram per context present, in context order; returns the table."""
-    sym = to_symbols(values)[0]
+    sym = symbols_only(values)
     rows = int(ctx.max()) + 1
     table = np.zeros((rows, ALPHABET))
     for c in np.unique(ctx):
@@ -167,10 +175,20 @@ def sum_along_references(res: np.ndarray, ref: np.ndarray, has_ref: np.ndarray) 
     return acc
 
 
-def estimate_sequence_bits(G: np.ndarray, lags: np.ndarray) -> float:
+SAMPLE_WINDOW = 16384
+
+
+def estimate_sequence_bits(G: np.ndarray, lags: np.ndarray | None = None) -> float:
     """Approximate coded size (no contexts) for choosing the geometry mode."""
-    if G.shape[0] == 0:
+    m = G.shape[0]
+    if m == 0:
         return 0.0
-    ref = np.arange(G.shape[0]) - lags
+    if lags is None:  # estimate from a window in the middle of the scan
+        if m > 2 * SAMPLE_WINDOW:
+            start = (m - SAMPLE_WINDOW) // 2
+            window = G[start:start + SAMPLE_WINDOW]
+            return estimate_sequence_bits(window, choose_lags(window)) * m / SAMPLE_WINDOW
+        lags = choose_lags(G)
+    ref = np.arange(m) - lags
     res = G - np.where(lags[:, None] > 0, G[np.maximum(ref, 0)], 0)
     return estimate_bits(lag_codes(lags)) + sum(estimate_bits(res[:, k]) for k in range(3))
