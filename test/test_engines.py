@@ -170,8 +170,11 @@ def test_graph_input_shapes_follow_the_codec_padding():
     fused = graph_input_shapes({"latent_channels": 96}, "fused_encoder", Resolution(1920, 1080))
     assert fused["image"] == (1, 3, 1080, 1920) and fused["gain"] == (1, 96, 1, 1)
     assert fused["class_weights"] == (11,) and fused["thresholds"] == (3,)
+    # An integer-synthesis release declares one decoder input, the latent-sized integer grid.
+    assert graph_input_shapes({"latent_channels": 96, "inputs": {"decoder": ["grid"]}}, "decoder", res) == {
+        "grid": (1, 96, 48, 60)}
     with pytest.raises(ConfigError, match="declares inputs"):
-        graph_input_shapes({"latent_channels": 8, "inputs": {"decoder": ["y"]}}, "decoder", res)
+        graph_input_shapes({"latent_channels": 8, "inputs": {"encoder": ["image", "y"]}}, "encoder", res)
     with pytest.raises(ConfigError, match="no shape rule"):
         graph_input_shapes(CAMERA_MANIFEST, "hyper", res)
 
@@ -391,22 +394,12 @@ def test_build_settings_validation():
 
 def make_camera_release(out: Path) -> str:
     """A seeded, untrained camera release next to a copy of the shipped backbone
-    (the fused graph's equivalence does not depend on training)."""
+    (the fused graph's equivalence does not depend on training). Follows the
+    codec's own decoder contract (float or integer-exact synthesis)."""
     import torch
     from safetensors.numpy import save_file
 
-    from sensor_codec.learned.camera_codec import (
-        DECODER_INPUTS,
-        DECODER_OUTPUTS,
-        ENCODER_INPUTS,
-        ENCODER_OUTPUTS,
-        LATENT,
-        LEVELS,
-        CameraCodecNet,
-        DecoderGraph,
-        EncoderGraph,
-        frozen_tensors,
-    )
+    from sensor_codec.learned import camera_codec as codec
     from sensor_codec.learned.export import (
         export_onnx,
         round_weights_to_half,
@@ -425,27 +418,35 @@ def make_camera_release(out: Path) -> str:
     for path in SHIPPED_MODELS.glob(backbone.model_id + ".*"):
         shutil.copy(path, out / path.name)
     torch.manual_seed(0)
-    net = CameraCodecNet().eval()
+    net = codec.CameraCodecNet().eval()
+    latent = codec.LATENT
+    hp, wp = 128, 192
+    latent_shape = (1, latent, hp // 16, wp // 16)
+    if hasattr(net.g_s, "calibrate"):  # integer-exact synthesis: fix its grids on seeded latents
+        net.g_s.calibrate([torch.randn(*latent_shape, generator=torch.Generator().manual_seed(1)) * 4])
     round_weights_to_half(net)
     tensors = state_numpy(net, prefix="net.")
-    tensors.update(frozen_tensors(net))
+    tensors.update(codec.frozen_tensors(net))
     model_id = model_id_for("camera", tensors)
     save_file(tensors, str(out / f"{model_id}.safetensors"))
-    hp, wp = 128, 192
-    export_onnx(EncoderGraph(net), (torch.rand(1, 3, hp, wp), torch.rand(1, 128, hp // 8, wp // 8),
-                                    torch.ones(1, LATENT, hp // 16, wp // 16)),
-                out / f"{model_id}-encoder.onnx", ENCODER_INPUTS, ENCODER_OUTPUTS,
+    export_onnx(codec.EncoderGraph(net), (torch.rand(1, 3, hp, wp), torch.rand(1, 128, hp // 8, wp // 8),
+                                          torch.ones(1, latent, hp // 16, wp // 16)),
+                out / f"{model_id}-encoder.onnx", codec.ENCODER_INPUTS, codec.ENCODER_OUTPUTS,
                 {"image": {2: "h", 3: "w"}, "tap": {2: "h8", 3: "w8"}, "gain": {2: "h16", 3: "w16"},
                  "y": {2: "h16", 3: "w16"}, "z": {2: "h64", 3: "w64"}})
-    latent_shape = (1, LATENT, hp // 16, wp // 16)
-    export_onnx(DecoderGraph(net), (torch.rand(*latent_shape), torch.ones(*latent_shape)),
-                out / f"{model_id}-decoder.onnx", DECODER_INPUTS, DECODER_OUTPUTS,
-                {"y_hat": {2: "h16", 3: "w16"}, "inv_gain": {2: "h16", 3: "w16"}, "image": {2: "h", 3: "w"}})
+    if hasattr(codec, "decoder_graph"):
+        decoder, example = codec.decoder_graph(tensors), (torch.zeros(*latent_shape),)
+    else:
+        decoder, example = codec.DecoderGraph(net), (torch.rand(*latent_shape), torch.ones(*latent_shape))
+    axes = {name: {2: "h16", 3: "w16"} for name in codec.DECODER_INPUTS}
+    axes.update({name: {2: "h", 3: "w"} for name in codec.DECODER_OUTPUTS})
+    export_onnx(decoder, example, out / f"{model_id}-decoder.onnx", codec.DECODER_INPUTS,
+                codec.DECODER_OUTPUTS, axes)
     manifest = {"id": model_id, "kind": "camera", "sha256": tensor_hash(tensors), "backbone": backbone.model_id,
                 "graphs": {"encoder": f"{model_id}-encoder.onnx", "decoder": f"{model_id}-decoder.onnx"},
-                "inputs": {"encoder": ENCODER_INPUTS, "decoder": DECODER_INPUTS},
-                "outputs": {"encoder": ENCODER_OUTPUTS, "decoder": DECODER_OUTPUTS},
-                "latent_channels": LATENT, "levels": LEVELS}
+                "inputs": {"encoder": codec.ENCODER_INPUTS, "decoder": codec.DECODER_INPUTS},
+                "outputs": {"encoder": codec.ENCODER_OUTPUTS, "decoder": codec.DECODER_OUTPUTS},
+                "latent_channels": latent, "levels": codec.LEVELS}
     (out / f"{model_id}.json").write_text(json.dumps(manifest))
     set_default("camera", model_id, out)
     return model_id
@@ -557,13 +558,18 @@ def _fake_tensorrt_machine(monkeypatch, version="10.3.0", gpu="Orin (nvgpu)"):
     built = []
 
     def fake_build(onnx_path, profiles, settings, **kwargs):
-        built.append((Path(onnx_path).name, profiles, settings.precision, kwargs.get("calibration_batches_list")))
+        built.append((Path(onnx_path).name, profiles, settings.precision, kwargs.get("calibration_batches_list"),
+                      kwargs.get("exact", False)))
         return f"engine for {Path(onnx_path).name} by TensorRT {version}".encode()
 
     monkeypatch.setattr(builder, "tensorrt_version", lambda: version)
     monkeypatch.setattr(builder.EngineCache, "gpu", lambda self: {"name": gpu, "compute_capability": "8.7"})
     monkeypatch.setattr(builder, "build_engine", fake_build)
     return built
+
+
+def _encoder_feed_shapes(resolution: Resolution) -> dict:
+    return graph_input_shapes({"latent_channels": 96}, "encoder", resolution)
 
 
 def test_engine_cache_builds_loads_and_rebuilds_stale_engines(small_models, tmp_path, monkeypatch, caplog):
@@ -575,33 +581,51 @@ def test_engine_cache_builds_loads_and_rebuilds_stale_engines(small_models, tmp_
     built = _fake_tensorrt_machine(monkeypatch, version="8.6.2")
     cache = EngineCache(tmp_path)
     with caplog.at_level(logging.INFO, logger="sensor_codec.engines.builder"):
-        engine, decision = cache.load_or_build(camera, "decoder", settings)
-    assert decision.action == "build" and len(built) == 1
-    assert built[0][1][0]["y_hat"] == ((1, 96, 48, 60),) * 3 and built[0][1][1]["y_hat"] == ((1, 96, 68, 120),) * 3
-    assert decision.path.name == f"{camera.model_id}-decoder-fp16-960x720_1920x1080-trt8.6.2-orin-nvgpu.engine"
+        engine, decision = cache.load_or_build(camera, "encoder", settings)
+    assert decision.action == "build" and len(built) == 1 and built[0][2] == "fp16" and built[0][4] is False
+    assert built[0][1][0]["image"] == ((1, 3, 768, 960),) * 3 and built[0][1][1]["tap"] == ((1, 128, 136, 240),) * 3
+    assert decision.path.name == f"{camera.model_id}-encoder-fp16-960x720_1920x1080-trt8.6.2-orin-nvgpu.engine"
     assert decision.path.read_bytes() == engine and Sidecar.read(decision.path).key.tensorrt_version == "8.6.2"
-    # Same machine: loaded, not rebuilt. A covering lookup finds it for a 1920x1080 decoder feed.
+    # Same machine: loaded, not rebuilt. A covering lookup finds it for a 1920x1080 feed.
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="sensor_codec.engines.builder"):
-        again, decision = cache.load_or_build(camera, "decoder", settings)
+        again, decision = cache.load_or_build(camera, "encoder", settings)
     assert decision.action == "load" and again == engine and len(built) == 1 and "loading engine" in caplog.text
-    found = cache.find_covering(camera, "decoder", settings, {"y_hat": (1, 96, 68, 120), "inv_gain": (1, 96, 68, 120)})
+    found = cache.find_covering(camera, "encoder", settings, _encoder_feed_shapes(Resolution(1920, 1080)))
     assert found is not None and found[0] == engine and len(found[1]) == 2
-    assert cache.find_covering(camera, "decoder", settings, {"y_hat": (1, 96, 8, 8), "inv_gain": (1, 96, 8, 8)}) is None
+    assert cache.find_covering(camera, "encoder", settings, _encoder_feed_shapes(Resolution(640, 480))) is None
     # TensorRT upgraded: the old engine is named as unusable and a new one is built.
     built = _fake_tensorrt_machine(monkeypatch, version="10.3.0")
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="sensor_codec.engines.builder"):
-        _, decision = cache.load_or_build(camera, "decoder", settings)
+        _, decision = cache.load_or_build(camera, "encoder", settings)
     assert decision.action == "build" and len(built) == 1
     assert "TensorRT version 8.6.2 != 10.3.0" in caplog.text
     # The engine file was replaced behind the sidecar's back: rebuilt, with a warning saying why.
     decision.path.write_bytes(b"something else")
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="sensor_codec.engines.builder"):
-        _, decision = cache.load_or_build(camera, "decoder", settings)
+        _, decision = cache.load_or_build(camera, "encoder", settings)
     assert decision.action == "rebuild" and "rebuilding stale engine" in caplog.text
     assert any(r.levelno == logging.WARNING and "engine file hash" in r.getMessage() for r in caplog.records)
+
+
+def test_decoder_engines_are_exact_fp32_whatever_was_asked(small_models, tmp_path, monkeypatch, caplog):
+    from sensor_codec.engines.builder import BuildSettings, EngineCache
+    from sensor_codec.learned.release import resolve_release
+
+    camera = resolve_release("camera", None, str(small_models))
+    built = _fake_tensorrt_machine(monkeypatch)
+    settings = BuildSettings(precision="fp16", plan=ShapePlan.fixed([Resolution(960, 720)]), dla_core=0)
+    with caplog.at_level(logging.INFO, logger="sensor_codec.engines.builder"):
+        _, decision = EngineCache(tmp_path).load_or_build(camera, "decoder", settings)
+    (name, profiles, precision, _, exact), = built
+    assert precision == "fp32" and exact is True and name.endswith("-decoder.onnx")
+    # Every declared decoder input is a latent-grid tensor at 1/16 of the padded frame.
+    assert {n: p[0] for n, p in profiles[0].items()} == {
+        n: (1, 96, 48, 60) for n in camera.manifest["inputs"]["decoder"]}
+    assert "-decoder-fp32-960x720-trt10.3.0" in decision.path.name and "-dla" not in decision.path.name
+    assert "fp32 without TF32 on the GPU (asked fp16, DLA core 0)" in caplog.text
 
 
 def test_int8_build_calibrates_on_real_frames_at_the_planned_shape(small_models, tmp_path, monkeypatch):
@@ -619,7 +643,7 @@ def test_int8_build_calibrates_on_real_frames_at_the_planned_shape(small_models,
     settings = BuildSettings(precision="int8", plan=ShapePlan.fixed([Resolution(160, 120)]),
                              calibration=CalibrationSource(str(images), count=2, seed=1))
     _, decision = EngineCache(tmp_path / "eng").load_or_build(camera, "encoder", settings)
-    (_, _, precision, batches), = built
+    (_, _, precision, batches, _), = built
     assert precision == "int8" and len(batches) == 2
     assert {k: v.shape for k, v in batches[0].items()} == {
         "image": (1, 3, 128, 192), "tap": (1, 128, 16, 24), "gain": (1, 96, 8, 12)}
@@ -681,18 +705,19 @@ def test_tensorrt_engine_matches_onnxruntime_and_is_cached(small_models, tmp_pat
     from sensor_codec.learned.camera_runtime import LearnedCameraRuntime
     from sensor_codec.learned.release import resolve_release
 
+    from sensor_codec.engines.calibration import graph_feeds
+
     camera = resolve_release("camera", None, str(small_models))
     ort = LearnedCameraRuntime(release=camera, backend="onnxruntime")
-    rgb = test_frames(4)[3]
-    packed = ort.compress(rgb, 4)
-    y_hat, qmap, level = ort.decode_latents(packed.sections, packed.metadata)
-    feeds = {"y_hat": y_hat[None].astype(np.float32), "inv_gain": ort._gain_maps(level, qmap, inverse=True)}
+    # The decoder's feeds exactly as the runtime builds them (whatever its input contract).
+    (feeds,) = graph_feeds("decoder", camera, iter(test_frames(4)[3:]), Resolution(131, 77), levels=[4])
     expected = ort.backend.run("decoder", feeds)[0]
     with caplog.at_level(logging.INFO):
         backend = TensorRTBackend(camera, 0, {"engines": str(tmp_path)})
         (image,) = backend.run("decoder", feeds)
     assert "building engine" in caplog.text
-    assert image.shape == expected.shape and np.abs(image - expected).max() < 1e-3
+    # fp32 without TF32: the integer-exact synthesis gives ONNX Runtime's numbers.
+    assert image.shape == expected.shape and np.array_equal(image, expected)
     engines = list(tmp_path.glob("*.engine"))
     assert len(engines) == 1 and "trt" in engines[0].name and camera.model_id in engines[0].name
     caplog.clear()

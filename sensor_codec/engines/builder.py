@@ -27,7 +27,7 @@ import logging
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,10 @@ from .shapes import ShapePlan
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKSPACE_MIB = 1024
+# Graphs whose output must not depend on the backend (the camera decoder's synthesis is
+# integer-exact in float32): built fp32 with TF32 off (TensorRT enables TF32 by default),
+# on the GPU, whatever precision or DLA core was asked for the other graphs.
+EXACT_GRAPHS = ("decoder",)
 
 
 def import_tensorrt():
@@ -97,6 +101,16 @@ class BuildSettings:
         if self.dla_core is not None and self.precision == "fp32":
             # TensorRT's DLA guide: DLA runs FP16 and INT8 layers only.
             raise EngineError(f"DLA core {self.dla_core} needs --precision fp16 or int8 (DLA has no fp32)")
+
+
+def settings_for_graph(graph: str, settings: BuildSettings) -> BuildSettings:
+    """``settings`` as they apply to ``graph``: exact graphs always fp32 on the GPU."""
+    if graph not in EXACT_GRAPHS or (settings.precision == "fp32" and settings.dla_core is None):
+        return settings
+    log.info("%s engine: fp32 without TF32 on the GPU (asked %s%s): its integer-exact output must match "
+             "every other backend", graph, settings.precision,
+             f", DLA core {settings.dla_core}" if settings.dla_core is not None else "")
+    return replace(settings, precision="fp32", calibration=None, dla_core=None)
 
 
 def engine_key(release, graph: str, settings: BuildSettings, profiles: list[dict], gpu: dict,
@@ -177,9 +191,12 @@ def _make_calibrator(trt, batches: list[dict[str, np.ndarray]], input_names: lis
 
 
 def build_engine(onnx_path: str | Path, profiles: list[dict], settings: BuildSettings, *,
-                 calibration_batches_list: list[dict] | None = None, calibration_cache: Path | None = None
-                 ) -> bytes:
-    """Serialised engine for ``onnx_path`` with one optimisation profile per entry of ``profiles``."""
+                 calibration_batches_list: list[dict] | None = None, calibration_cache: Path | None = None,
+                 exact: bool = False) -> bytes:
+    """Serialised engine for ``onnx_path`` with one optimisation profile per entry of
+    ``profiles``; ``exact``: strict fp32 (TF32 cleared), for integer-exact graphs."""
+    if exact and settings.precision != "fp32":
+        raise EngineError(f"an exact engine must be fp32, not {settings.precision}")
     trt = import_tensorrt()
     logger = trt_logger()
     builder = trt.Builder(logger)
@@ -190,6 +207,8 @@ def build_engine(onnx_path: str | Path, profiles: list[dict], settings: BuildSet
         raise EngineError(f"TensorRT cannot parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
+    if exact:
+        config.clear_flag(trt.BuilderFlag.TF32)  # set by default; TF32 rounds products to 10 bits
     if settings.precision in ("fp16", "int8"):
         if not getattr(builder, "platform_has_fast_fp16", True):  # deprecated in TensorRT 10
             log.warning("this GPU has no fast fp16; building %s anyway", settings.precision)
@@ -263,6 +282,7 @@ class EngineCache:
         from .artefacts import related_engines
         from .shapes import profile_index_for
 
+        settings = settings_for_graph(graph, settings)
         probe_key = self.key(release, graph, settings, [], "any")
         for sidecar in related_engines(self.folder, probe_key):
             recorded = sidecar.key
@@ -285,6 +305,7 @@ class EngineCache:
                       *, force: bool = False, models: str | None = None,
                       shape_tag: str | None = None) -> tuple[bytes, Decision]:
         """(serialised engine, what was done and why)."""
+        settings = settings_for_graph(graph, settings)
         if profiles is None:
             if settings.plan is None:
                 raise EngineError("an engine needs camera resolutions or explicit profiles")
@@ -305,7 +326,7 @@ class EngineCache:
             batches = self._calibration(release, graph, settings, profiles, models)
         started = time.perf_counter()
         engine = build_engine(release.graph_path(graph), profiles, settings, calibration_batches_list=batches,
-                              calibration_cache=calibration_cache)
+                              calibration_cache=calibration_cache, exact=graph in EXACT_GRAPHS)
         seconds = time.perf_counter() - started
         self.folder.mkdir(parents=True, exist_ok=True)
         temporary = decision.path.with_name(decision.path.name + ".tmp")
@@ -313,7 +334,8 @@ class EngineCache:
         os.replace(temporary, decision.path)
         build = {"seconds": round(seconds, 1), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                  "host": platform.node(), "user": getpass.getuser(), "workspace_mib": settings.workspace_mib,
-                 "gpu_fallback": settings.gpu_fallback, "plan": settings.plan.to_json() if settings.plan else None,
+                 "gpu_fallback": settings.gpu_fallback, "tf32": graph not in EXACT_GRAPHS,
+                 "plan": settings.plan.to_json() if settings.plan else None,
                  "onnx": release.graph_path(graph).name, "reason": list(decision.reasons)}
         Sidecar(key=wanted, engine_sha256=file_sha256(decision.path), build=build).write(decision.path)
         log.info("built %s in %.0f s", decision.path.name, seconds)

@@ -11,6 +11,11 @@
 
 fp16 changes which integers the encoder sends, never whether a payload
 decodes: the entropy model's inputs are integers (see learned/README.md).
+The decoder graph is different: its synthesis is integer-exact in float32, so
+it always runs in float32 with TF32 off (``use_tf32=0`` for ONNX Runtime's CUDA
+provider; ``allow_tf32 = False`` for cuBLAS and cuDNN in PyTorch), and the
+``fp16`` option leaves it alone. The runtime refuses non-integer pixels, so a
+GPU kernel that still breaks exactness fails loudly rather than silently.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..learned.runtime import OnnxRuntimeBackend, TorchBackend
+from .builder import EXACT_GRAPHS
 from .registry import gpu_reason
 
 log = logging.getLogger(__name__)
@@ -71,9 +77,10 @@ class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
             path = self.release.graph_path(graph)
             if not path.is_file():
                 raise ConfigError(f"ONNX graph {path} of model {self.release.model_id} is missing")
-            providers = [("CUDAExecutionProvider", {"device_id": self.device,
-                                                    "cudnn_conv_algo_search": "EXHAUSTIVE"}),
-                         "CPUExecutionProvider"]
+            cuda_options = {"device_id": self.device, "cudnn_conv_algo_search": "EXHAUSTIVE"}
+            if graph in EXACT_GRAPHS:
+                cuda_options["use_tf32"] = "0"  # on by default on Ampere and later
+            providers = [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
             session = self._ort.InferenceSession(str(path), options, providers=providers)
             if "CUDAExecutionProvider" not in session.get_providers():
                 raise ConfigError(f"ONNX Runtime could not start its CUDA provider for {path.name} "
@@ -96,9 +103,12 @@ class TorchCudaBackend(TorchBackend):
         self.channels_last = bool(options.get("channels_last", False))
         self.cuda_graphs = bool(options.get("cuda_graphs", False))
         self.stream = torch.cuda.Stream(self.device)
-        for module in self._modules.values():
+        # TF32 would round the integer-exact decoder's products; the fp16 option is the fast path.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        for graph, module in self._modules.items():
             module.to(self.device)
-            if self.fp16:
+            if self.fp16 and graph not in EXACT_GRAPHS:
                 module.half()
             if self.channels_last:
                 module.to(memory_format=torch.channels_last)
@@ -107,10 +117,10 @@ class TorchCudaBackend(TorchBackend):
         log.info("torch-cuda on %s: fp16=%s channels_last=%s cuda_graphs=%s",
                  torch.cuda.get_device_name(self.device), self.fp16, self.channels_last, self.cuda_graphs)
 
-    def _to_device(self, array: np.ndarray):
+    def _to_device(self, array: np.ndarray, half: bool = False):
         torch = self._torch
         tensor = torch.from_numpy(np.ascontiguousarray(array)).pin_memory().to(self.device, non_blocking=True)
-        if tensor.is_floating_point() and self.fp16:
+        if tensor.is_floating_point() and half:
             tensor = tensor.half()
         if self.channels_last and tensor.dim() == 4:
             tensor = tensor.contiguous(memory_format=torch.channels_last)
@@ -132,17 +142,18 @@ class TorchCudaBackend(TorchBackend):
             raise ConfigError(f"model {self.release.model_id} has no graph {graph!r}")
         torch = self._torch
         names = self.input_names(graph)
+        half = self.fp16 and graph not in EXACT_GRAPHS
         with torch.inference_mode(), torch.cuda.stream(self.stream):
             if not self.cuda_graphs:
-                outputs = module(*[self._to_device(feeds[n]) for n in names])
+                outputs = module(*[self._to_device(feeds[n], half) for n in names])
                 self.stream.synchronize()
                 return self._outputs_to_numpy(outputs)
             key = (graph,) + tuple((n, tuple(np.shape(feeds[n]))) for n in names)
             if key not in self._graphs:
-                self._graphs[key] = self._capture(module, [self._to_device(feeds[n]) for n in names])
+                self._graphs[key] = self._capture(module, [self._to_device(feeds[n], half) for n in names])
             cuda_graph, static_inputs, static_outputs = self._graphs[key]
             for static, name in zip(static_inputs, names):
-                static.copy_(self._to_device(feeds[name]))
+                static.copy_(self._to_device(feeds[name], half))
             cuda_graph.replay()
             self.stream.synchronize()
             return self._outputs_to_numpy(static_outputs)

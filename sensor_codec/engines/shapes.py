@@ -61,8 +61,10 @@ def graph_input_shapes(manifest: dict, graph: str, resolution: Resolution) -> di
         shapes = {"image": (1, 3, hp, wp), "tap": (1, TAP_CHANNELS, hp // TAP_STRIDE, wp // TAP_STRIDE),
                   "gain": (1, latent, hp // LATENT_STRIDE, wp // LATENT_STRIDE)}
     elif graph == "decoder":
-        shapes = {"y_hat": (1, latent, hp // LATENT_STRIDE, wp // LATENT_STRIDE),
-                  "inv_gain": (1, latent, hp // LATENT_STRIDE, wp // LATENT_STRIDE)}
+        # Every decoder input is one latent-grid tensor: (y_hat, inv_gain) for float
+        # synthesis releases, the integer input grid for integer-exact ones.
+        names = manifest.get("inputs", {}).get("decoder") or ["y_hat", "inv_gain"]
+        shapes = {name: (1, latent, hp // LATENT_STRIDE, wp // LATENT_STRIDE) for name in names}
     elif graph == "fused_encoder":
         num_classes = int(manifest.get("num_classes", 11))
         shapes = {"image": (1, 3, height, width), "gain": (1, latent, 1, 1),

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..learned.runtime import Backend
-from .builder import BuildSettings, EngineCache
+from .builder import BuildSettings, EngineCache, settings_for_graph
 from .errors import BackendUnavailableError, EngineError
 from .registry import gpu_reason
 from .shapes import plan_from_feed_shapes, profile_index_for
@@ -251,7 +251,7 @@ class TensorRTBackend(Backend):
             profiles = [plan_from_feed_shapes(shapes, self.release.manifest, graph)]
             serialized, _ = self.cache.load_or_build(self.release, graph, self.settings, profiles,
                                                      force=self.force_rebuild, shape_tag=on_demand_tag(shapes))
-        runner = EngineRunner(serialized, profiles, self.stream, self.settings.dla_core)
+        runner = EngineRunner(serialized, profiles, self.stream, settings_for_graph(graph, self.settings).dla_core)
         self._runners.setdefault(graph, []).append(runner)
         return runner
 
@@ -260,7 +260,7 @@ class TensorRTBackend(Backend):
         serialized, _ = self.cache.load_or_build(self.release, graph, self.settings, profiles,
                                                  force=self.force_rebuild)
         self._runners.setdefault(graph, []).append(
-            EngineRunner(serialized, profiles, self.stream, self.settings.dla_core))
+            EngineRunner(serialized, profiles, self.stream, settings_for_graph(graph, self.settings).dla_core))
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         names = self.input_names(graph)
