@@ -54,6 +54,8 @@ DEFAULT_LEVEL_SMOOTHING = 0.1
 DEFAULT_WINDOW_FRAMES = 50
 # Weight of a new frame interval in the frame-rate estimate.
 INTERVAL_SMOOTHING = 0.2
+# An interval counts for at most this many times the current estimate.
+MAX_INTERVAL_STEP = 2.0
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,11 @@ class RateController:
             if self._last_time is not None:
                 dt = now_s - self._last_time
                 if dt > 0:
-                    self._interval += INTERVAL_SMOOTHING * (dt - self._interval)
+                    # A pause (or a skipped stretch of a bag) is not a frame rate: one
+                    # interval moves the estimate by at most MAX_INTERVAL_STEP, so a
+                    # lasting change is still followed within a few frames.
+                    step = min(dt, MAX_INTERVAL_STEP * self._interval) - self._interval
+                    self._interval += INTERVAL_SMOOTHING * step
                     self._credit = min(self._credit + self.target_bytes_per_s * dt,
                                        self.capacity_bytes)
             else:

@@ -108,6 +108,21 @@ def test_a_clock_jumping_back_restarts_the_refill():
     assert controller.frame_rate_hz == pytest.approx(RATE_HZ, rel=0.01)
 
 
+def test_a_pause_does_not_spoil_the_frame_rate_and_a_lasting_change_is_followed():
+    controller = RateController(400.0, LEVELS)
+    for k in range(50):
+        controller.record(controller.decide(k * 0.1).level, 2000)
+    controller.record(controller.decide(4.9 + 60.0).level, 2000)  # a minute's pause
+    assert controller.frame_rate_hz == pytest.approx(10.0 / 1.2)  # moved once, by at most 1.2x
+    # The bucket holds one burst_s of credit, not a minute's.
+    assert controller.snapshot()["credit_bytes"] <= controller.capacity_bytes
+    now = 4.9 + 60.0
+    for k in range(30):  # now 2 Hz for good
+        now += 0.5
+        controller.record(controller.decide(now).level, 2000)
+    assert controller.frame_rate_hz == pytest.approx(2.0, rel=0.01)
+
+
 def test_uses_the_observed_frame_rate():
     # Same target, twice the frame rate: 2500 bytes a frame, between levels 0 and 1
     # (2000 and 2600 bytes) instead of 3 and 4.
