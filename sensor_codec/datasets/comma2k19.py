@@ -18,6 +18,11 @@ Each cloud is stamped with its last message's time and has fields x
 (forward), y (left), z (0: the radar reports no height), ``v_r`` (relative
 speed, float32), ``track_id`` (CAN address, uint32) and ``new_track``
 (uint8 flag), in ROS's x-forward, y-left frame ``radar``.
+
+``read_comma2k19_stream`` gives the whole log as one cloud instead, in
+message order, with a ``time`` field (float32 seconds after the cloud's
+stamp, the first message's time; float32 keeps 4 us steps over a minute):
+the form in which track continuity across cycles can be exploited.
 """
 
 from __future__ import annotations
@@ -96,6 +101,20 @@ def read_comma2k19(directory: str | Path, group: str = "cycle",
             track_id=rows[:, ADDRESS].astype(np.uint32),
             new_track=(rows[:, NEW_TRACK] != 0).astype(np.uint8)))
     return frames
+
+
+def read_comma2k19_stream(directory: str | Path) -> PointCloudFrame:
+    """Every track message of the log as one radar cloud, in time order."""
+    t, value = load_tracks(directory)
+    if len(t) == 0:
+        raise DatasetError(f"{str(directory)!r} holds no radar messages")
+    return PointCloudFrame.from_arrays(
+        "radar", stamp_ns=int(round(t[0] * 1e9)), frame_id=RADAR_FRAME,
+        x=value[:, FORWARD].astype(np.float32), y=value[:, LEFT].astype(np.float32),
+        z=np.zeros(len(t), np.float32), v_r=value[:, SPEED].astype(np.float32),
+        track_id=value[:, ADDRESS].astype(np.uint32),
+        new_track=(value[:, NEW_TRACK] != 0).astype(np.uint8),
+        time=(t - t[0]).astype(np.float32))
 
 
 def import_comma2k19(directory: str | Path, bag: str | Path, *, storage: str = "sqlite3",
