@@ -55,7 +55,8 @@ def bit_len(v: np.ndarray) -> np.ndarray:
 
 
 def quantise(xyz: np.ndarray, q: np.ndarray, q0: float):
-    """Integers (R, A, El, C) for N x 3 float64 points and per-point steps q."""
+    """Integers (R, A, El, C) for N x 3 float64 points and per-point steps q,
+    and the spherical layer's points p1 (so the caller need not recompute them)."""
     r, az, el = spherical(xyz)
     angle_step = q0 / REF_RANGE
     R = np.round(r / q0).astype(np.int64)
@@ -63,20 +64,40 @@ def quantise(xyz: np.ndarray, q: np.ndarray, q0: float):
     El = np.round(el / angle_step).astype(np.int64)
     p1 = spherical_points(R, A, El, q0)
     C = np.round((xyz - p1) / q[:, None]).astype(np.int64)
-    return R, A, El, C
+    return R, A, El, C, p1
+
+
+def _cos_sin(index: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of ``index * step``; through a table of the values' span
+    when that is shorter than the array (angles repeat along a scan)."""
+    if index.size == 0:
+        return np.zeros(0), np.zeros(0)
+    lo, hi = int(index.min()), int(index.max())
+    if hi - lo + 1 <= index.size // 2:
+        angles = np.arange(lo, hi + 1) * step
+        k = index - lo
+        return np.cos(angles)[k], np.sin(angles)[k]
+    angles = index * step
+    return np.cos(angles), np.sin(angles)
 
 
 def spherical_points(R: np.ndarray, A: np.ndarray, El: np.ndarray, q0: float) -> np.ndarray:
     angle_step = q0 / REF_RANGE
     r = R * q0
-    a = A * angle_step
-    e = El * angle_step
-    horiz = r * np.cos(e)
-    return np.stack([horiz * np.cos(a), horiz * np.sin(a), r * np.sin(e)], axis=1)
+    cos_a, sin_a = _cos_sin(A, angle_step)
+    cos_e, sin_e = _cos_sin(El, angle_step)
+    out = np.empty((R.size, 3))
+    horiz = r * cos_e
+    np.multiply(horiz, cos_a, out=out[:, 0])
+    np.multiply(horiz, sin_a, out=out[:, 1])
+    np.multiply(r, sin_e, out=out[:, 2])
+    return out
 
 
-def reconstruct(R, A, El, C, q: np.ndarray, q0: float) -> np.ndarray:
-    return spherical_points(R, A, El, q0) + C * q[:, None]
+def reconstruct(R, A, El, C, q: np.ndarray, q0: float, p1: np.ndarray | None = None) -> np.ndarray:
+    if p1 is None:
+        p1 = spherical_points(R, A, El, q0)
+    return p1 + C * q[:, None]
 
 
 def along_beam_residual(v: np.ndarray, first: np.ndarray) -> np.ndarray:
