@@ -753,3 +753,682 @@ def test_tensorrt_fused_engine_outputs_semantic_and_latents(fused, tmp_path):
     ref = runtime.compress(rgb, 4)
     assert semantic.shape == (1, 120, 160) and (semantic[0] == ref.semantic).mean() > 0.999
     assert qmap.shape == (1, 4, 5) and y.shape[1] == 96
+
+
+# ------------------------------------------------------------------ fakes of cuda-python and TensorRT
+#
+# Strict stand-ins that expose only the documented names the engines code may use
+# (cuda-python's runtime module; TensorRT's Python API and the patterns of its
+# samples), so the CUDA / TensorRT plumbing runs here without a GPU: a misspelt
+# call, a wrong argument order or a wrong copy direction fails these tests.
+
+import ctypes  # noqa: E402
+import enum  # noqa: E402
+
+
+class FakeCudart(types.ModuleType):
+    """cuda-python's runtime module: every call returns ``(cudaError_t, *values)``.
+    Device memory is host memory registered as "device", so copies can be checked."""
+
+    class cudaError_t(enum.Enum):  # a plain Enum, as in older bindings (int() of it raises)
+        cudaSuccess = 0
+        cudaErrorInvalidValue = 1
+        cudaErrorMemoryAllocation = 2
+        cudaErrorInsufficientDriver = 35
+        cudaErrorNoDevice = 100
+        cudaErrorInvalidResourceHandle = 400
+
+    class cudaMemcpyKind(enum.Enum):
+        cudaMemcpyHostToHost = 0
+        cudaMemcpyHostToDevice = 1
+        cudaMemcpyDeviceToHost = 2
+
+    class cudaStream_t:
+        def __init__(self, handle: int) -> None:
+            self._handle = handle
+
+        def __int__(self) -> int:
+            return self._handle
+
+    cudaStreamNonBlocking = 1
+
+    def __init__(self) -> None:
+        super().__init__("cuda_bindings_runtime_fake")
+        self.memory: dict[int, tuple[ctypes.Array, str]] = {}  # pointer -> (buffer, "pinned" | "device")
+        self.streams: dict[int, int] = {}                       # handle -> flags
+        self.copies: list[tuple[str, int, bool]] = []            # (kind, bytes, host side pinned)
+        self.freed: list[str] = []
+        self.fail: dict[str, FakeCudart.cudaError_t] = {}        # call name -> error to return once
+        self._next_stream = 0x1000
+
+    def _ok(self, call: str, *values):
+        error = self.fail.pop(call, None)
+        return (error,) if error is not None else (self.cudaError_t.cudaSuccess, *values)
+
+    def _alloc(self, call: str, nbytes: int, kind: str):
+        if not isinstance(nbytes, int) or nbytes <= 0:
+            return (self.cudaError_t.cudaErrorInvalidValue,)
+        result = self._ok(call)
+        if result[0] is not self.cudaError_t.cudaSuccess:
+            return result
+        buffer = ctypes.create_string_buffer(nbytes)
+        self.memory[ctypes.addressof(buffer)] = (buffer, kind)
+        return (self.cudaError_t.cudaSuccess, ctypes.addressof(buffer))
+
+    def _free(self, call: str, pointer: int, kind: str):
+        if self.memory.get(pointer, (None, ""))[1] != kind:
+            return (self.cudaError_t.cudaErrorInvalidValue,)
+        del self.memory[pointer]
+        self.freed.append(kind)
+        return (self.cudaError_t.cudaSuccess,)
+
+    def kind_of(self, pointer: int, nbytes: int) -> str:
+        for start, (buffer, kind) in self.memory.items():
+            if start <= pointer and pointer + nbytes <= start + ctypes.sizeof(buffer):
+                return kind
+        return "pageable"
+
+    def read(self, pointer: int, nbytes: int) -> bytes:
+        return ctypes.string_at(pointer, nbytes)
+
+    def write(self, pointer: int, data: bytes) -> None:
+        if self.kind_of(pointer, len(data)) != "device":
+            raise AssertionError("TensorRT fake wrote outside device memory")
+        ctypes.memmove(pointer, data, len(data))
+
+    # --- the runtime API used by cuda_runtime.py
+    def cudaGetErrorName(self, error):
+        return (self.cudaError_t.cudaSuccess, error.name.encode())
+
+    def cudaGetErrorString(self, error):
+        return (self.cudaError_t.cudaSuccess, {2: b"out of memory"}.get(error.value, b"fake error"))
+
+    def cudaGetDeviceCount(self):
+        return self._ok("cudaGetDeviceCount", 1)
+
+    def cudaSetDevice(self, device: int):
+        return self._ok("cudaSetDevice") if device == 0 else (self.cudaError_t.cudaErrorInvalidValue,)
+
+    def cudaGetDeviceProperties(self, device: int):
+        props = types.SimpleNamespace(name=b"Orin (nvgpu)\0\0\0", major=8, minor=7, totalGlobalMem=1 << 34,
+                                      integrated=1)
+        return self._ok("cudaGetDeviceProperties", props)
+
+    def cudaStreamCreateWithFlags(self, flags: int):
+        self._next_stream += 16
+        self.streams[self._next_stream] = flags
+        return self._ok("cudaStreamCreateWithFlags", self.cudaStream_t(self._next_stream))
+
+    def cudaStreamSynchronize(self, stream):
+        return self._ok("cudaStreamSynchronize") if int(stream) in self.streams else (
+            self.cudaError_t.cudaErrorInvalidResourceHandle,)
+
+    def cudaStreamDestroy(self, stream):
+        return (self.cudaError_t.cudaSuccess,) if self.streams.pop(int(stream), None) is not None else (
+            self.cudaError_t.cudaErrorInvalidResourceHandle,)
+
+    def cudaMallocHost(self, nbytes: int):
+        return self._alloc("cudaMallocHost", nbytes, "pinned")
+
+    def cudaMalloc(self, nbytes: int):
+        return self._alloc("cudaMalloc", nbytes, "device")
+
+    def cudaFreeHost(self, pointer: int):
+        return self._free("cudaFreeHost", pointer, "pinned")
+
+    def cudaFree(self, pointer: int):
+        return self._free("cudaFree", pointer, "device")
+
+    def cudaMemcpyAsync(self, dst: int, src: int, count: int, kind, stream):
+        if not isinstance(stream, self.cudaStream_t) or int(stream) not in self.streams:
+            return (self.cudaError_t.cudaErrorInvalidResourceHandle,)
+        if kind is self.cudaMemcpyKind.cudaMemcpyHostToDevice:
+            device, host = dst, src
+        elif kind is self.cudaMemcpyKind.cudaMemcpyDeviceToHost:
+            device, host = src, dst
+        else:
+            return (self.cudaError_t.cudaErrorInvalidValue,)
+        if self.kind_of(device, count) != "device" or self.kind_of(host, count) == "device":
+            return (self.cudaError_t.cudaErrorInvalidValue,)  # pointers disagree with the direction
+        ctypes.memmove(dst, src, count)
+        self.copies.append((kind.name, count, self.kind_of(host, count) == "pinned"))
+        return self._ok("cudaMemcpyAsync")
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    from sensor_codec.engines import cuda_runtime
+
+    fake = FakeCudart()
+    monkeypatch.setattr(cuda_runtime, "cudart", lambda: fake)
+    return fake
+
+
+def test_cuda_errors_from_the_bindings_become_typed_errors_with_the_cuda_name(fake_cuda):
+    from sensor_codec.engines import cuda_runtime
+
+    error = fake_cuda.cudaError_t.cudaErrorMemoryAllocation
+    with pytest.raises(CudaError) as caught:
+        cuda_runtime.check("cudaMalloc", (error,))
+    assert (caught.value.call, caught.value.error_name, caught.value.code) == ("cudaMalloc",
+                                                                              "cudaErrorMemoryAllocation", 2)
+    assert str(caught.value) == "cudaMalloc failed with cudaErrorMemoryAllocation (2): out of memory"
+    assert cuda_runtime.check("cudaGetDeviceCount", fake_cuda.cudaGetDeviceCount()) == 1
+    assert cuda_runtime.check("cudaFree", (fake_cuda.cudaError_t.cudaSuccess,)) is None
+    assert cuda_runtime.check("x", (fake_cuda.cudaError_t.cudaSuccess, 1, 2)) == (1, 2)
+    # A failing allocation inside a helper names the call and CUDA's error.
+    fake_cuda.fail["cudaMallocHost"] = error
+    with pytest.raises(CudaError, match="cudaMallocHost failed with cudaErrorMemoryAllocation"):
+        cuda_runtime.PinnedBuffer((4, 4), np.float32)
+    with pytest.raises(BackendUnavailableError, match="CUDA device 3 requested, 1 present"):
+        cuda_runtime.set_device(3)
+    assert cuda_runtime.device_info(0) == {"name": "Orin (nvgpu)", "compute_capability": "8.7",
+                                           "memory_bytes": 1 << 34, "integrated": True}
+
+
+def test_pinned_buffers_and_async_copies_on_one_nonblocking_stream(fake_cuda):
+    from sensor_codec.engines import cuda_runtime
+
+    stream = cuda_runtime.Stream()
+    assert fake_cuda.streams[stream.pointer] == fake_cuda.cudaStreamNonBlocking
+    buffers = cuda_runtime.TensorBuffers()
+    data = np.random.default_rng(3).standard_normal((2, 3, 5)).astype(np.float32)
+    host, device = buffers.get("x", data.shape, np.float32)
+    assert fake_cuda.kind_of(host.ctypes.data, host.nbytes) == "pinned"
+    np.copyto(host, data)
+    cuda_runtime.copy_to_device(device, host, stream)
+    back, back_device = buffers.get("y", data.shape, np.float32)
+    ctypes.memmove(back_device, device, data.nbytes)  # the "kernel": y = x
+    cuda_runtime.copy_to_host(back, back_device, stream)
+    stream.synchronize()
+    assert np.array_equal(back, data)
+    assert fake_cuda.copies == [("cudaMemcpyHostToDevice", 120, True), ("cudaMemcpyDeviceToHost", 120, True)]
+    # Same or smaller shape: the same buffers; larger: new ones, the old freed.
+    assert buffers.get("x", (2, 3, 4), np.float32)[1] == device
+    assert buffers.get("x", (4, 3, 5), np.float32)[1] != device and fake_cuda.freed == ["pinned", "device"]
+    with pytest.raises(CudaError, match="cudaErrorInvalidValue"):
+        cuda_runtime.PinnedBuffer((2,), np.float32).view((3,))
+    buffers.free()
+    stream.close()
+    assert fake_cuda.streams == {} and fake_cuda.freed.count("device") == 3
+    # A copy whose pointers contradict its direction is refused by CUDA, and says so.
+    pinned = cuda_runtime.PinnedBuffer((4,), np.float32)
+    other = cuda_runtime.Stream()
+    with pytest.raises(CudaError, match=r"cudaMemcpyAsync\(host->device\) failed with cudaErrorInvalidValue"):
+        cuda_runtime.copy_to_device(pinned.pointer, pinned.array, other)
+
+
+def _fake_tensorrt(version: str, cudart: FakeCudart, *, dla_cores: int = 0, parse_ok: bool = True,
+                   build_ok: bool = True) -> types.ModuleType:
+    """TensorRT's Python API as documented (Builder, OnnxParser, IBuilderConfig,
+    IOptimizationProfile, IInt8EntropyCalibrator2, Runtime, ICudaEngine,
+    IExecutionContext). Engines execute their ONNX graph with ONNX Runtime, reading
+    and writing the fake device memory at the addresses bound to each tensor."""
+    import onnx
+    import onnxruntime
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.builds = []      # (config summary, calibration batches seen)
+    trt.runtimes = []
+
+    class Severity(enum.IntEnum):  # pybind11 enums convert with int(), as TensorRT's samples rely on
+        INTERNAL_ERROR = 0
+        ERROR = 1
+        WARNING = 2
+        INFO = 3
+        VERBOSE = 4
+
+    class ILogger:
+        def __init__(self) -> None:
+            pass
+
+    ILogger.Severity = Severity
+    trt.ILogger = ILogger
+    trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", {"EXPLICIT_BATCH": 0})
+    trt.MemoryPoolType = enum.IntEnum("MemoryPoolType", {"WORKSPACE": 0, "DLA_MANAGED_SRAM": 1})
+    trt.BuilderFlag = enum.IntEnum("BuilderFlag", {"FP16": 0, "INT8": 1, "GPU_FALLBACK": 4, "TF32": 9})
+    trt.DeviceType = enum.IntEnum("DeviceType", {"GPU": 0, "DLA": 1})
+    trt.TensorIOMode = enum.IntEnum("TensorIOMode", {"NONE": 0, "INPUT": 1, "OUTPUT": 2})
+    trt.DataType = enum.IntEnum("DataType", {"FLOAT": 0, "HALF": 1, "INT8": 2, "INT32": 3, "BOOL": 4,
+                                          "UINT8": 5, "INT64": 8})
+    numpy_of = {trt.DataType.FLOAT: np.float32, trt.DataType.HALF: np.float16, trt.DataType.INT8: np.int8,
+                trt.DataType.INT32: np.int32, trt.DataType.BOOL: np.bool_, trt.DataType.UINT8: np.uint8,
+                trt.DataType.INT64: np.int64}
+    from_onnx = {1: trt.DataType.FLOAT, 2: trt.DataType.UINT8, 7: trt.DataType.INT64, 6: trt.DataType.INT32}
+    trt.nptype = lambda dtype: numpy_of[dtype]
+
+    class IInt8EntropyCalibrator2:
+        def __init__(self) -> None:
+            pass
+
+    trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
+
+    class IOptimizationProfile:
+        def __init__(self) -> None:
+            self.shapes = {}
+
+        def set_shape(self, input, min, opt, max):  # noqa: A002 - TensorRT's parameter names
+            if not (len(min) == len(opt) == len(max)):
+                raise TypeError("set_shape(): min, opt and max must have the same rank")
+            self.shapes[input] = (tuple(min), tuple(opt), tuple(max))
+
+    class IBuilderConfig:
+        def __init__(self) -> None:
+            self.flags = {trt.BuilderFlag.TF32}   # TensorRT enables TF32 by default
+            self.pools = {}
+            self.profiles = []
+            self.int8_calibrator = None
+            self.calibration_profile = None
+            self.default_device_type = trt.DeviceType.GPU
+            self.DLA_core = -1
+
+        def set_memory_pool_limit(self, pool, pool_size: int) -> None:
+            if not isinstance(pool, trt.MemoryPoolType) or not isinstance(pool_size, int):
+                raise TypeError("set_memory_pool_limit(pool: MemoryPoolType, pool_size: int)")
+            self.pools[pool] = pool_size
+
+        def set_flag(self, flag) -> None:
+            self.flags.add(trt.BuilderFlag(flag))
+
+        def clear_flag(self, flag) -> None:
+            self.flags.discard(trt.BuilderFlag(flag))
+
+        def get_flag(self, flag) -> bool:
+            return flag in self.flags
+
+        def add_optimization_profile(self, profile) -> int:
+            self.profiles.append(profile)
+            return len(self.profiles) - 1
+
+        def set_calibration_profile(self, profile) -> bool:
+            if not isinstance(profile, IOptimizationProfile):
+                raise TypeError("set_calibration_profile(profile: IOptimizationProfile)")
+            self.calibration_profile = profile
+            return True
+
+    class Network:
+        def __init__(self, flags: int) -> None:
+            self.flags = flags
+            self.inputs = []
+            self.model = None
+
+        @property
+        def num_inputs(self) -> int:
+            return len(self.inputs)
+
+        def get_input(self, index: int):
+            return types.SimpleNamespace(name=self.inputs[index])
+
+    class OnnxParser:
+        def __init__(self, network, logger) -> None:
+            if not isinstance(logger, ILogger):
+                raise TypeError("OnnxParser(network, logger: ILogger)")
+            self.network = network
+            self.errors = [] if parse_ok else ["In node 3 (Resize): UNSUPPORTED_NODE"]
+
+        def parse(self, model: bytes) -> bool:
+            if not isinstance(model, bytes) or not parse_ok:
+                return False
+            graph = onnx.load_model_from_string(model).graph
+            initialisers = {i.name for i in graph.initializer}
+            self.network.inputs = [i.name for i in graph.input if i.name not in initialisers]
+            self.network.model = model
+            return True
+
+        @property
+        def num_errors(self) -> int:
+            return len(self.errors)
+
+        def get_error(self, index: int):
+            return self.errors[index]
+
+    trt.OnnxParser = OnnxParser
+
+    class Builder:
+        num_DLA_cores = dla_cores
+        platform_has_fast_fp16 = True
+
+        def __init__(self, logger) -> None:
+            if not isinstance(logger, ILogger):
+                raise TypeError("Builder(logger: ILogger)")
+
+        def create_network(self, flags: int = 0):
+            if int(version.split(".")[0]) < 10 and flags != 1 << 0:
+                raise TypeError("TensorRT 8 needs EXPLICIT_BATCH for ONNX networks")
+            return Network(flags)
+
+        def create_builder_config(self):
+            return IBuilderConfig()
+
+        def create_optimization_profile(self):
+            return IOptimizationProfile()
+
+        def build_serialized_network(self, network, config):
+            if not build_ok:
+                return None
+            for profile in config.profiles:
+                if sorted(profile.shapes) != sorted(network.inputs):
+                    raise TypeError(f"profile covers {sorted(profile.shapes)}, network inputs {network.inputs}")
+            batches = []
+            if trt.BuilderFlag.INT8 in config.flags:
+                calibrator = config.int8_calibrator
+                if not isinstance(calibrator, IInt8EntropyCalibrator2):
+                    raise TypeError("int8 needs an IInt8EntropyCalibrator2")
+                if calibrator.read_calibration_cache() is None:
+                    names = list(reversed(network.inputs))  # TensorRT's order, not necessarily the graph's
+                    shapes = {n: config.calibration_profile.shapes[n][1] for n in names}
+                    while True:
+                        pointers = calibrator.get_batch(names)
+                        if not pointers:
+                            break
+                        batches.append({n: np.frombuffer(cudart.read(p, 4 * int(np.prod(shapes[n]))),
+                                                         np.float32).reshape(shapes[n]).copy()
+                                        for n, p in zip(names, pointers)})
+                    calibrator.write_calibration_cache(b"fake-calibration-table")
+            summary = {"flags": sorted(f.name for f in config.flags), "network_flags": network.flags,
+                       "workspace": config.pools.get(trt.MemoryPoolType.WORKSPACE),
+                       "device": config.default_device_type.name, "dla_core": config.DLA_core,
+                       "profiles": [{n: [list(s) for s in b] for n, b in p.shapes.items()} for p in config.profiles],
+                       "calibration_profile": config.profiles.index(config.calibration_profile)
+                       if config.calibration_profile is not None else None}
+            trt.builds.append((summary, batches))
+            return bytearray(b"FAKEENGINE" + json.dumps(summary).encode() + b"\n" + network.model)
+
+    trt.Builder = Builder
+
+    class IExecutionContext:
+        def __init__(self, engine) -> None:
+            self.engine = engine
+            self.profile = 0
+            self.shapes = {}
+            self.addresses = {}
+
+        def _profile(self) -> dict:
+            return self.engine.summary["profiles"][self.profile]
+
+        def set_optimization_profile_async(self, profile_index: int, stream_handle: int) -> bool:
+            if not isinstance(stream_handle, int) or int(stream_handle) not in cudart.streams:
+                raise TypeError("set_optimization_profile_async(profile_index: int, stream_handle: int)")
+            if not 0 <= profile_index < self.engine.num_optimization_profiles:
+                return False
+            self.profile, self.shapes = profile_index, {}
+            return True
+
+        def set_input_shape(self, name: str, shape) -> bool:
+            low, _, high = self._profile()[name]
+            if len(shape) != len(low) or any(not lo <= s <= hi for lo, s, hi in zip(low, shape, high)):
+                return False
+            self.shapes[name] = tuple(shape)
+            return True
+
+        def _run(self, feeds):
+            return dict(zip(self.engine.outputs, self.engine.session.run(None, feeds)))
+
+        def get_tensor_shape(self, name: str):
+            if name in self.engine.inputs:
+                return self.shapes.get(name, (-1,))
+            if sorted(self.shapes) != sorted(self.engine.inputs):
+                return (-1,)
+            zeros = {n: np.zeros(s, numpy_of[self.engine.dtypes[n]]) for n, s in self.shapes.items()}
+            return tuple(self._run(zeros)[name].shape)
+
+        def set_tensor_address(self, name: str, memory: int) -> bool:
+            if not isinstance(memory, int) or cudart.kind_of(memory, 1) != "device":
+                return False
+            self.addresses[name] = memory
+            return True
+
+        def execute_async_v3(self, stream_handle: int) -> bool:
+            if not isinstance(stream_handle, int) or stream_handle not in cudart.streams:
+                raise TypeError("execute_async_v3(stream_handle: int)")
+            feeds = {}
+            for name in self.engine.inputs:
+                dtype = np.dtype(numpy_of[self.engine.dtypes[name]])
+                count = int(np.prod(self.shapes[name]))
+                feeds[name] = np.frombuffer(cudart.read(self.addresses[name], count * dtype.itemsize),
+                                            dtype).reshape(self.shapes[name])
+            for name, value in self._run(feeds).items():
+                cudart.write(self.addresses[name], np.ascontiguousarray(value).tobytes())
+            return True
+
+    class ICudaEngine:
+        def __init__(self, summary: dict, model: bytes) -> None:
+            self.summary = summary
+            graph = onnx.load_model_from_string(model).graph
+            self.inputs = [i.name for i in graph.input]
+            self.outputs = [o.name for o in graph.output]
+            self.dtypes = {v.name: from_onnx[v.type.tensor_type.elem_type] for v in [*graph.input, *graph.output]}
+            self.session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+
+        @property
+        def num_io_tensors(self) -> int:
+            return len(self.inputs) + len(self.outputs)
+
+        @property
+        def num_optimization_profiles(self) -> int:
+            return len(self.summary["profiles"])
+
+        def get_tensor_name(self, index: int) -> str:
+            return (self.inputs + self.outputs)[index]
+
+        def get_tensor_mode(self, name: str):
+            return trt.TensorIOMode.INPUT if name in self.inputs else trt.TensorIOMode.OUTPUT
+
+        def get_tensor_dtype(self, name: str):
+            return self.dtypes[name]
+
+        def create_execution_context(self):
+            return IExecutionContext(self)
+
+    class Runtime:
+        def __init__(self, logger) -> None:
+            if not isinstance(logger, ILogger):
+                raise TypeError("Runtime(logger: ILogger)")
+            self.DLA_core = -1
+            trt.runtimes.append(self)
+
+        def deserialize_cuda_engine(self, serialized_engine):
+            data = bytes(serialized_engine)
+            if not data.startswith(b"FAKEENGINE"):
+                return None
+            header, model = data[len(b"FAKEENGINE"):].split(b"\n", 1)
+            self.deserialized = json.loads(header)
+            self.dla_core_at_deserialise = self.DLA_core
+            return ICudaEngine(self.deserialized, model)
+
+    trt.Runtime = Runtime
+    return trt
+
+
+@pytest.fixture
+def fake_trt(fake_cuda, monkeypatch):
+    """Install a fake TensorRT 10.3 (``fake_trt.install(version=...)`` for another)."""
+    from sensor_codec.engines import tensorrt_backend
+
+    def install(version: str = "10.3.0", **kwargs):
+        trt = _fake_tensorrt(version, fake_cuda, **kwargs)
+        monkeypatch.setitem(sys.modules, "tensorrt", trt)
+        monkeypatch.setattr(tensorrt_backend._TensorRTLogger, "_instance", None)
+        return trt
+
+    trt = install()
+    trt.install = install
+    return trt
+
+
+def _tiny_release(folder: Path):
+    """A two-input, two-output ONNX graph (float and uint8 outputs, dynamic H/W) as a release."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from sensor_codec.learned.release import ModelRelease
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "scale"], ["scaled"]),
+         helper.make_node("Add", ["scaled", "one"], ["y"]),
+         helper.make_node("Greater", ["x", "zero"], ["positive"]),
+         helper.make_node("Cast", ["positive"], ["mask"], to=TensorProto.UINT8)],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, "h", "w"]),
+         helper.make_tensor_value_info("scale", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, "h", "w"]),
+         helper.make_tensor_value_info("mask", TensorProto.UINT8, [1, 2, "h", "w"])],
+        [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]),
+         helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(folder / "tiny-0123456789ab.onnx"))
+    manifest = {"id": "tiny-0123456789ab", "kind": "tiny", "sha256": "ab" * 32,
+                "graphs": {"tiny": "tiny-0123456789ab.onnx"}, "inputs": {"tiny": ["x", "scale"]},
+                "outputs": {"tiny": ["y", "mask"]}}
+    return ModelRelease("tiny-0123456789ab", "tiny", folder, manifest)
+
+
+def _tiny_feeds(height: int, width: int, seed: int = 0) -> dict:
+    x = np.random.default_rng(seed).standard_normal((1, 2, height, width)).astype(np.float32)
+    return {"x": x, "scale": np.array([3.0], np.float32)}
+
+
+def test_tensorrt_backend_runs_engines_through_pinned_buffers_and_caches_them(fake_trt, fake_cuda, tmp_path,
+                                                                              caplog):
+    from sensor_codec.engines.tensorrt_backend import TensorRTBackend
+
+    release = _tiny_release(tmp_path / "model")
+    with caplog.at_level(logging.INFO, logger="sensor_codec.engines"):
+        backend = TensorRTBackend(release, 0, {"engines": str(tmp_path / "eng"), "precision": "fp16"})
+        y, mask = backend.run("tiny", _tiny_feeds(6, 10))
+    feeds = _tiny_feeds(6, 10)
+    assert np.allclose(y, feeds["x"] * 3 + 1) and mask.dtype == np.uint8
+    assert np.array_equal(mask, (feeds["x"] > 0).astype(np.uint8))
+    assert "tensorrt backend: Orin (nvgpu) (sm 8.7), fp16" in caplog.text and "building engine" in caplog.text
+    (summary, _), = fake_trt.builds
+    assert summary["flags"] == ["FP16", "TF32"] and summary["network_flags"] == 0
+    assert summary["workspace"] == 1024 << 20 and summary["device"] == "GPU"
+    assert summary["profiles"] == [{"x": [[1, 2, 6, 10]] * 3, "scale": [[1]] * 3}]
+    # Inputs went host->device from pinned memory, outputs came back into pinned memory,
+    # all on the backend's one non-blocking stream.
+    assert all(pinned for _, _, pinned in fake_cuda.copies)
+    assert [kind for kind, _, _ in fake_cuda.copies] == ["cudaMemcpyHostToDevice"] * 2 + ["cudaMemcpyDeviceToHost"] * 2
+    assert list(fake_cuda.streams.values()) == [fake_cuda.cudaStreamNonBlocking]
+    # Another frame size: a second (on-demand) engine; the first stays in use for its size.
+    y2, _ = backend.run("tiny", _tiny_feeds(4, 4, seed=1))
+    assert y2.shape == (1, 2, 4, 4) and len(fake_trt.builds) == 2
+    backend.run("tiny", _tiny_feeds(6, 10, seed=2))
+    assert len(fake_trt.builds) == 2
+    names = sorted(p.name for p in (tmp_path / "eng").glob("*.engine"))
+    assert names == ["tiny-0123456789ab-tiny-fp16-at10x6-trt10.3.0-orin-nvgpu.engine",
+                     "tiny-0123456789ab-tiny-fp16-at4x4-trt10.3.0-orin-nvgpu.engine"]
+    backend.close()
+    assert fake_cuda.streams == {} and not any(kind == "device" for _, kind in fake_cuda.memory.values())
+    # A new process finds the engine on disk and loads it, saying so; no build.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sensor_codec.engines"):
+        again = TensorRTBackend(release, 0, {"engines": str(tmp_path / "eng"), "precision": "fp16"})
+        y3, _ = again.run("tiny", feeds)
+    assert np.array_equal(y3, y) and len(fake_trt.builds) == 2 and "loading engine" in caplog.text
+    # TensorRT upgraded: the engine is stale, rebuilt for the new version, and the log says why.
+    fake_trt.install(version="10.4.1")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sensor_codec.engines"):
+        TensorRTBackend(release, 0, {"engines": str(tmp_path / "eng"), "precision": "fp16"}).run("tiny", feeds)
+    assert "TensorRT version 10.3.0 != 10.4.1" in caplog.text and "building engine" in caplog.text
+
+
+def test_tensorrt_engine_profiles_switch_on_one_context(fake_trt, fake_cuda, tmp_path):
+    from sensor_codec.engines.builder import BuildSettings, EngineCache
+    from sensor_codec.engines.tensorrt_backend import TensorRTBackend
+
+    release = _tiny_release(tmp_path / "model")
+    profiles = [{"x": ((1, 2, 4, 4),) * 3, "scale": ((1,),) * 3},
+                {"x": ((1, 2, 8, 8), (1, 2, 16, 16), (1, 2, 32, 32)), "scale": ((1,),) * 3}]
+    backend = TensorRTBackend(release, 0, {"engines": str(tmp_path / "eng")})
+    backend.preload("tiny", profiles)
+    for height, width in ((4, 4), (20, 12), (4, 4), (32, 8)):
+        y, _ = backend.run("tiny", _tiny_feeds(height, width))
+        assert y.shape == (1, 2, height, width)
+    assert len(fake_trt.builds) == 1 and fake_trt.builds[0][0]["flags"] == ["TF32"]  # fp32 by default
+    with pytest.raises(EngineError, match="do not cover"):
+        backend._runners["tiny"][0].infer(_tiny_feeds(40, 40), ["y", "mask"])
+    # The cache knows what it built: a covering lookup finds the two-profile engine.
+    cache = EngineCache(tmp_path / "eng")
+    found = cache.find_covering(release, "tiny", BuildSettings(precision="fp32"), {"x": (1, 2, 9, 30), "scale": (1,)})
+    assert found is not None and found[1][1]["x"][2] == (1, 2, 32, 32)
+
+
+@pytest.mark.parametrize("version, network_flags", [("8.6.1", 1), ("10.3.0", 0)])
+def test_build_engine_configures_tensorrt_as_documented(fake_trt, tmp_path, version, network_flags):
+    from sensor_codec.engines.builder import BuildSettings, build_engine
+
+    trt = fake_trt.install(version=version, dla_cores=2)
+    release = _tiny_release(tmp_path / "model")
+    onnx_path = release.graph_path("tiny")
+    profile = {"x": ((1, 2, 4, 4), (1, 2, 8, 8), (1, 2, 16, 16)), "scale": ((1,),) * 3}
+    build_engine(onnx_path, [profile], BuildSettings(precision="fp16", workspace_mib=256, dla_core=1))
+    summary = trt.builds[-1][0]
+    assert summary["network_flags"] == network_flags  # EXPLICIT_BATCH before TensorRT 10 only
+    assert summary["flags"] == ["FP16", "GPU_FALLBACK", "TF32"] and summary["workspace"] == 256 << 20
+    assert summary["device"] == "DLA" and summary["dla_core"] == 1
+    assert summary["profiles"] == [{"x": [[1, 2, 4, 4], [1, 2, 8, 8], [1, 2, 16, 16]], "scale": [[1]] * 3}]
+    build_engine(onnx_path, [profile], BuildSettings(precision="fp16", dla_core=0, gpu_fallback=False))
+    assert trt.builds[-1][0]["flags"] == ["FP16", "TF32"]
+    build_engine(onnx_path, [profile], BuildSettings(precision="fp32"), exact=True)
+    assert trt.builds[-1][0]["flags"] == [] and trt.builds[-1][0]["device"] == "GPU"
+    with pytest.raises(EngineError, match="exact engine must be fp32"):
+        build_engine(onnx_path, [profile], BuildSettings(precision="fp16"), exact=True)
+    with pytest.raises(EngineError, match="DLA core 2 requested, this device has 2"):
+        build_engine(onnx_path, [profile], BuildSettings(precision="fp16", dla_core=2))
+    with pytest.raises(EngineError, match="needs --precision fp16 or int8"):
+        BuildSettings(precision="fp32", dla_core=0)
+    with pytest.raises(EngineError, match="no shape given for input 'scale'"):
+        build_engine(onnx_path, [{"x": profile["x"]}], BuildSettings(precision="fp32"))
+    trt = fake_trt.install(version=version, parse_ok=False)
+    with pytest.raises(EngineError, match="cannot parse .*UNSUPPORTED_NODE"):
+        build_engine(onnx_path, [profile], BuildSettings(precision="fp32"))
+    fake_trt.install(version=version, build_ok=False)
+    with pytest.raises(EngineError, match="failed to build an engine"):
+        build_engine(onnx_path, [profile], BuildSettings(precision="fp32"))
+
+
+def test_int8_calibrator_hands_tensorrt_device_pointers_and_caches_the_table(fake_trt, fake_cuda, tmp_path):
+    from sensor_codec.engines.builder import BuildSettings, build_engine
+
+    release = _tiny_release(tmp_path / "model")
+    profile = {"x": ((1, 2, 8, 8),) * 3, "scale": ((1,),) * 3}
+    rng = np.random.default_rng(7)
+    batches = [{"x": rng.standard_normal((1, 2, 8, 8)).astype(np.float32),
+                "scale": np.array([i], np.float32)} for i in range(3)]
+    cache = tmp_path / "tiny.calib"
+    settings = BuildSettings(precision="int8", calibration=CalibrationSource(str(tmp_path)))
+    build_engine(release.graph_path("tiny"), [profile], settings, calibration_batches_list=batches,
+                 calibration_cache=cache)
+    summary, seen = fake_trt.builds[-1]
+    assert summary["flags"] == ["FP16", "INT8", "TF32"] and summary["calibration_profile"] == 0
+    assert len(seen) == 3
+    for fed, sent in zip(batches, seen):  # matched by name, whatever order TensorRT asks in
+        assert np.array_equal(fed["x"], sent["x"]) and np.array_equal(fed["scale"], sent["scale"])
+    assert cache.read_bytes() == b"fake-calibration-table"
+    # Calibrator device buffers and stream are released after the build.
+    assert fake_cuda.streams == {} and not any(kind == "device" for _, kind in fake_cuda.memory.values())
+    # Second build: TensorRT reads the cache and asks for no batch.
+    build_engine(release.graph_path("tiny"), [profile], settings, calibration_batches_list=batches,
+                 calibration_cache=cache)
+    assert fake_trt.builds[-1][1] == []
+
+
+def test_tensorrt_backend_on_a_dla_core(fake_trt, tmp_path):
+    from sensor_codec.engines.tensorrt_backend import TensorRTBackend
+
+    trt = fake_trt.install(dla_cores=2)
+    release = _tiny_release(tmp_path / "model")
+    backend = TensorRTBackend(release, 0, {"engines": str(tmp_path), "dla_core": 1})
+    y, _ = backend.run("tiny", _tiny_feeds(4, 8))
+    assert np.allclose(y, _tiny_feeds(4, 8)["x"] * 3 + 1)
+    summary = trt.builds[-1][0]
+    # DLA runs fp16 (or int8): fp16 unless asked otherwise; unsupported layers fall back to the GPU.
+    assert summary["device"] == "DLA" and summary["dla_core"] == 1 and "FP16" in summary["flags"]
+    assert "GPU_FALLBACK" in summary["flags"]
+    assert trt.runtimes[-1].dla_core_at_deserialise == 1  # IRuntime::setDLACore before deserialising
+    assert [p.name for p in tmp_path.glob("*.engine")] == [
+        "tiny-0123456789ab-tiny-fp16-at8x4-dla1-trt10.3.0-orin-nvgpu.engine"]
