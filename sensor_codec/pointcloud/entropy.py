@@ -231,8 +231,12 @@ class StreamReader:
                 s_sorted[a:b] = self.dec.decode(self.cache.get(table[sorted_ctx[a]]), int(b - a))
             sym = np.empty(count, np.int32)
             sym[order] = s_sorted
-        if int(sym.max()) >= ALPHABET:
-            raise WireFormatError(f"decoded symbol {int(sym.max())} is outside the alphabet")
+        top = int(sym.max())
+        if top >= ALPHABET:
+            raise WireFormatError(f"decoded symbol {top} is outside the alphabet")
+        if top < DIRECT:  # no extra bits: the symbols are the zigzag values
+            s = sym.astype(np.int64)
+            return (s >> 1) ^ -(s & 1)
         return from_symbols(sym, read_extra_bits(self.dec, sym))
 
 

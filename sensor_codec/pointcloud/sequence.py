@@ -52,13 +52,20 @@ def choose_lags(G: np.ndarray, max_lag: int = MAX_LAG) -> np.ndarray:
     axes = [np.clip(G[:, k], -2 ** 28, 2 ** 28).astype(np.int32) for k in range(3)]
     best = np.full(m, _NEVER_32, np.int32)
     best_lag = np.ones(m, np.int64)
+    c = np.empty(m, np.int32)
+    t = np.empty(m, np.int32)
+    better = np.empty(m, bool)
     for lag in range(1, min(max_lag, m - 1) + 1):
-        c = np.abs(axes[0][lag:] - axes[0][:-lag])
-        c += np.abs(axes[1][lag:] - axes[1][:-lag])
-        c += np.abs(axes[2][lag:] - axes[2][:-lag])
-        better = c < best[lag:]
-        best[lag:][better] = c[better]
-        best_lag[lag:][better] = lag
+        k = m - lag
+        np.subtract(axes[0][lag:], axes[0][:-lag], out=c[:k])
+        np.abs(c[:k], out=c[:k])
+        for axis in axes[1:]:
+            np.subtract(axis[lag:], axis[:-lag], out=t[:k])
+            np.abs(t[:k], out=t[:k])
+            c[:k] += t[:k]
+        np.less(c[:k], best[lag:], out=better[:k])
+        np.copyto(best_lag[lag:], lag, where=better[:k])
+        np.minimum(best[lag:], c[:k], out=best[lag:])
     i = np.arange(m)
     prev = np.r_[1, best_lag[:-1]]
     prev_valid = prev <= i
