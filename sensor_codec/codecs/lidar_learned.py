@@ -107,6 +107,16 @@ def _find_duplicates(points: np.ndarray) -> np.ndarray:
     return src
 
 
+def _outside_bound(recon: np.ndarray, xyz: np.ndarray, dtypes, bound: np.ndarray) -> np.ndarray:
+    """Points whose reconstruction, rounded to the output float types, is
+    farther than ``bound`` from the original."""
+    sq = np.zeros(xyz.shape[0])
+    for k in range(3):
+        d = recon[:, k].astype(dtypes[k]).astype(np.float64) - xyz[:, k]
+        sq += d * d
+    return np.sqrt(sq) > bound
+
+
 @register_codec
 class RangeCodeLidar(Codec):
     name = "rangecode"
@@ -191,9 +201,13 @@ class RangeCodeLidar(Codec):
         min_bound = min([bound] + [b for _, b in (class_bounds or [])])
 
         # 3. which points are coded on the grid, which verbatim
-        xyz = np.stack([u["x"], u["y"], u["z"]], axis=1).astype(np.float64)
-        finite = np.isfinite(xyz).all(axis=1)
-        maxabs = np.abs(np.where(finite[:, None], xyz, 0)).max(axis=1) if u.size else np.zeros(0)
+        xyz = np.empty((u.size, 3))
+        for k, axis in enumerate(("x", "y", "z")):
+            xyz[:, k] = u[axis]
+        # per-axis column operations: reductions over a 3-wide axis are slow
+        finite = np.isfinite(xyz[:, 0]) & np.isfinite(xyz[:, 1]) & np.isfinite(xyz[:, 2])
+        maxabs = np.maximum(np.maximum(np.abs(xyz[:, 0]), np.abs(xyz[:, 1])), np.abs(xyz[:, 2]))
+        maxabs[~finite] = 0
         limit_exp = int(np.floor(np.log2(0.1 * min_bound / eps)))
         if finite.any():
             limit_exp = min(limit_exp, int(np.floor(np.log2(max(maxabs[finite].max(), 1.0)))) + 1)
@@ -227,10 +241,7 @@ class RangeCodeLidar(Codec):
             seq_plan = self._plan_sequence(xyz[idx], q)
         meta["geometry_mode"] = mode
         plan = beams_plan if mode == "beams" else seq_plan
-        recon = plan["recon"]
-        err = np.sqrt(((np.stack([recon[:, k].astype(dtypes[k]) for k in range(3)], axis=1)
-                        .astype(np.float64) - xyz[idx]) ** 2).sum(axis=1))
-        bad = err > point_bound
+        bad = _outside_bound(plan["recon"], xyz[idx], dtypes, point_bound)
         if bad.any():  # float corner cases: keep those points exact instead
             regular[idx[bad]] = False
             keep = ~bad
@@ -256,7 +267,7 @@ class RangeCodeLidar(Codec):
             R, A, El, C = plan["RAEC"]
             predict.encode_geometry(writer, side, R[order], A[order], El[order], C[order],
                                     q[order], q0, beams[order], self.model, scale_index(bound),
-                                    self.trace, plan.get("streams"))
+                                    self.trace, plan["streams"], plan["symbols"])
         raw = b"".join(raw_parts)
         meta["raw_bytes"] = len(raw)
         sections = [side.getvalue(), writer.finish(),
@@ -276,10 +287,11 @@ class RangeCodeLidar(Codec):
         order = coded_order(beams)
         Ro, Ao, Elo, Co = R[order], A[order], El[order], C[order]
         streams = predict.geometry_streams(Ro, Ao, Elo, Co, q[order], q0, beams[order])
+        symbols = predict.stream_symbols(streams[0])
         plan = {"RAEC": (R, A, El, C), "beams": beams, "order": order, "streams": streams,
-                "recon": predict.reconstruct(R, A, El, C, q, q0, p1)}
+                "symbols": symbols, "recon": predict.reconstruct(R, A, El, C, q, q0, p1)}
         if estimate:
-            plan["estimate"] = label_bits + predict.estimate_geometry_bits(streams[0])
+            plan["estimate"] = label_bits + predict.estimate_geometry_bits(streams[0], symbols)
         return plan
 
     @staticmethod

@@ -51,6 +51,16 @@ class ContextModel:
         # float64 rows for constriction, indexed [stream][scale] -> (contexts, alphabet)
         self._rows = {k: [v[s].astype(np.float64) for s in range(v.shape[0])]
                       for k, v in self.tables.items()}
+        self._neg_log2: dict[tuple[str, int], np.ndarray] = {}
+
+    def neg_log2(self, stream: str, scale: int) -> np.ndarray:
+        """-log2 of the normalised table (floored at 2**-24): ideal code lengths."""
+        key = (stream, scale)
+        if key not in self._neg_log2:
+            t = self.table(stream, scale)
+            p = t / t.sum(axis=1, keepdims=True)
+            self._neg_log2[key] = -np.log2(np.maximum(p, 2.0 ** -24))
+        return self._neg_log2[key]
 
     def table(self, stream: str, scale: int) -> np.ndarray:
         try:

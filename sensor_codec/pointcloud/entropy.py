@@ -139,12 +139,14 @@ class StreamWriter:
         self.enc = RangeEncoder()
         self.cache = ModelCache()
 
-    def write(self, values: np.ndarray, contexts: np.ndarray | None, table: np.ndarray) -> None:
+    def write(self, values: np.ndarray, contexts: np.ndarray | None, table: np.ndarray,
+              symbols: tuple | None = None) -> None:
         """Code ``values`` with ``table[context]``: symbols grouped by context
-        (stable), then the extra bits. The reader must pass the same contexts."""
+        (stable), then the extra bits. The reader must pass the same contexts.
+        ``symbols``: ``to_symbols(values)`` when the caller has it."""
         if values.size == 0:
             return
-        sym, nextra, extra = to_symbols(values)
+        sym, nextra, extra = symbols if symbols is not None else to_symbols(values)
         if contexts is None or table.shape[0] == 1:
             self.enc.encode(sym, self.cache.get(table[0]))
             order = None
@@ -283,11 +285,13 @@ def unpack_histogram(data: bytes, pos: int) -> tuple[np.ndarray, int]:
     return row[None, :], end
 
 
-def estimate_bits(values: np.ndarray) -> float:
-    """Cost of ``values`` under their own histogram (symbols + extra bits)."""
+def estimate_bits(values: np.ndarray, sym: np.ndarray | None = None) -> float:
+    """Cost of ``values`` (or of their symbols ``sym``) under their own
+    histogram (symbols + extra bits)."""
     if values.size == 0:
         return 0.0
-    sym = symbols_only(values)
+    if sym is None:
+        sym = symbols_only(values)
     counts = np.bincount(sym, minlength=ALPHABET)
     nz = counts[counts > 0]
     extra_bits = float((counts[DIRECT:] * (np.arange(DIRECT, ALPHABET) - DIRECT + DIRECT_BITS)).sum())

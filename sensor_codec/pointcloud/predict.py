@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import WireFormatError
 from .context_model import ContextModel
 from .entropy import (ALPHABET, SideReader, SideWriter, StreamReader, StreamWriter,
-                      estimate_bits, histogram_table, symbols_only)
+                      estimate_bits, quantise_histogram, to_symbols)
 from .rangeimage import nearest_in_previous_beam, segment_starts, spherical
 
 REF_RANGE = 16.0  # metres: the angular step is q0 / REF_RANGE
@@ -169,49 +169,57 @@ def geometry_streams(R, A, El, C, q, q0, sorted_beams):
     }, first
 
 
-def estimate_geometry_bits(streams: dict) -> float:
+def stream_symbols(streams: dict) -> dict:
+    """``to_symbols`` of every stream's values, computed once per frame."""
+    return {name: to_symbols(values) for name, (values, _) in streams.items()}
+
+
+def estimate_geometry_bits(streams: dict, symbols: dict) -> float:
     """Approximate coded size of the beam-mode streams (``geometry_streams``;
     frame histograms, no contexts), for choosing the geometry mode."""
-    return sum(estimate_bits(values) for values, _ in streams.values())
+    return sum(estimate_bits(values, symbols[name][0]) for name, (values, _) in streams.items())
 
 
-def _choose_table(values, ctx, learned: np.ndarray) -> tuple[int, np.ndarray]:
+def _choose_table(sym, ctx, model: ContextModel, name: str, scale: int) -> tuple[int, np.ndarray]:
     """Learned context table, or this frame's own histogram if cheaper."""
-    sym = symbols_only(values)
-    p = learned / learned.sum(axis=1, keepdims=True)
-    learned_bits = float(-np.log2(np.maximum(p[ctx, sym], 2.0 ** -24)).sum())
+    learned_bits = float(model.neg_log2(name, scale)[ctx, sym].sum())
     counts = np.bincount(sym, minlength=ALPHABET)
     nz = counts[counts > 0]
     adaptive_bits = float(-(nz * np.log2(nz / sym.size)).sum()) + 8 * (1 + 3 * nz.size)
     if learned_bits <= adaptive_bits:
-        return MODE_LEARNED, learned
-    return MODE_ADAPTIVE, histogram_table(values)
+        return MODE_LEARNED, model.table(name, scale)
+    return MODE_ADAPTIVE, quantise_histogram(counts.astype(np.float64))[None, :]
 
 
 def encode_geometry(writer: StreamWriter, side: SideWriter, R, A, El, C, q, q0,
                     sorted_beams, model: ContextModel, scale: int, trace: list | None = None,
-                    streams: tuple | None = None) -> None:
-    """Write the geometry streams (``streams``: ``geometry_streams``' result
-    when the caller has it); ``trace`` (training) receives (scale, streams)."""
+                    streams: tuple | None = None, symbols: dict | None = None) -> None:
+    """Write the geometry streams (``streams``, ``symbols``: ``geometry_streams``'
+    and ``stream_symbols``' results when the caller has them); ``trace``
+    (training) receives (scale, streams)."""
     if R.size == 0:
         return
     streams, first = streams or geometry_streams(R, A, El, C, q, q0, sorted_beams)
+    if symbols is None:
+        symbols = stream_symbols(streams)
     if trace is not None:
         trace.append((scale, streams))
     starts = np.flatnonzero(first)
     ends = np.r_[starts[1:], R.size]
     for name in STREAMS:
         values, ctx = streams[name]
-        mode, table = _choose_table(values, ctx, model.table(name, scale))
+        sym, nextra, extra = symbols[name]
+        mode, table = _choose_table(sym, ctx, model, name, scale)
         side.u16(mode)
         if mode == MODE_ADAPTIVE:
             side.histogram(table[0])
             ctx = None
         if name == "range":
             for a, b in zip(starts, ends):
-                writer.write(values[a:b], None if ctx is None else ctx[a:b], table)
+                writer.write(values[a:b], None if ctx is None else ctx[a:b], table,
+                             (sym[a:b], nextra[a:b], extra[a:b]))
         else:
-            writer.write(values, ctx, table)
+            writer.write(values, ctx, table, symbols[name])
 
 
 def decode_geometry(reader: StreamReader, side: SideReader, q, q0, sorted_beams,
