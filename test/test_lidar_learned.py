@@ -335,3 +335,32 @@ def test_auto_mode_picks_the_smaller_geometry(name, mode):
     auto = RangeCodeLidar().encode(frame)
     assert unpack(auto).metadata["geometry_mode"] == mode
     assert len(auto) == sizes[mode] and sizes[mode] < min(sizes.values()) * 1.0001
+
+
+def test_joint_corrections_round_trip_with_escapes():
+    from sensor_codec.pointcloud.entropy import to_symbols
+    from sensor_codec.pointcloud.predict import (CORR_ESCAPE, corrections_from_joint,
+                                                 joint_corrections)
+    C = np.array([[0, 0, 0], [-1, 1, 0], [1, 1, 1], [-1, -1, -1], [2, 0, 0], [0, -7, 1]])
+    values, escape = joint_corrections(C)
+    np.testing.assert_array_equal(escape, [False, False, False, False, True, True])
+    sym = to_symbols(values)[0]
+    np.testing.assert_array_equal(sym, [13, 0 * 9 + 2 * 3 + 1, 26, 0, CORR_ESCAPE, CORR_ESCAPE])
+    back, esc = corrections_from_joint(values)
+    np.testing.assert_array_equal(esc, escape)
+    np.testing.assert_array_equal(back[~esc], C[~esc])
+    with pytest.raises(WireFormatError, match="joint alphabet"):
+        corrections_from_joint(np.array([30]))
+
+
+def test_large_corrections_round_trip():
+    """Far points with a coarse spherical layer need corrections beyond +-1."""
+    from sensor_codec.pointcloud import predict
+    rng = np.random.default_rng(11)
+    xyz = rng.uniform(-500, 500, (400, 3)).astype(np.float32)
+    q = predict.grid_step(0.002, 1024.0, 2.0 ** -23)
+    C = predict.quantise(xyz.astype(np.float64), np.full(400, q), q)[3]
+    assert predict.joint_corrections(C)[1].mean() > 0.5  # most points escape
+    frame = cloud(xyz)
+    decoded, _ = roundtrip(frame, bound=0.002, geometry="beams")
+    check_bound(frame, decoded, 0.002)

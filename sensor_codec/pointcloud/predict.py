@@ -19,8 +19,9 @@ beam are undone with a cumulative sum.
 Residual streams (coded order = by beam, original order within a beam):
 ``azimuth`` dA along the beam; ``range`` dR along the beam, whose context
 comes from the point at the nearest azimuth on the previous beam (so the
-decoder goes beam by beam); ``elevation`` dEl along the beam; ``corr_x/y/z``
-with a context from the expected size of the spherical layer's error.
+decoder goes beam by beam); ``elevation`` dEl along the beam; ``corr``, the three corrections as one
+symbol (see ``CORR_ESCAPE``), with a context from the expected size of the
+spherical layer's error.
 """
 
 from __future__ import annotations
@@ -30,14 +31,18 @@ import numpy as np
 from ..errors import WireFormatError
 from .context_model import ContextModel
 from .entropy import (ALPHABET, SideReader, SideWriter, StreamReader, StreamWriter,
-                      estimate_bits, quantise_histogram, to_symbols)
+                      estimate_bits, quantise_histogram, read_int_sequence, to_symbols,
+                      write_int_sequence)
 from .rangeimage import nearest_in_previous_beam, segment_starts, spherical
 
 REF_RANGE = 16.0  # metres: the angular step is q0 / REF_RANGE
 CTX_FIRST = 64
 CTX_NO_UP = 65
-STREAMS = {"azimuth": 2, "range": 66, "elevation": 65,
-           "corr_x": 12, "corr_y": 12, "corr_z": 12}
+STREAMS = {"azimuth": 2, "range": 66, "elevation": 65, "corr": 12}
+# The three corrections of a point are one symbol when each is -1, 0 or 1
+# (almost always: one symbol instead of three, and their joint statistics);
+# CORR_ESCAPE marks the rest, whose corrections follow as plain integers.
+CORR_ESCAPE = 27
 MODE_LEARNED, MODE_ADAPTIVE = 0, 1
 
 
@@ -151,6 +156,26 @@ def correction_contexts(R, q: np.ndarray, q0: float) -> np.ndarray:
     return ctx
 
 
+def joint_corrections(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values whose entropy-coder symbol is the joint index of (Cx, Cy, Cz)
+    in {-1, 0, 1}^3, or CORR_ESCAPE; and the mask of escaped points."""
+    small = (np.abs(C) <= 1).all(axis=1)
+    j = np.where(small, (C[:, 0] + 1) * 9 + (C[:, 1] + 1) * 3 + (C[:, 2] + 1), CORR_ESCAPE)
+    # symbol = zigzag(value): pick the value whose zigzag is j
+    return np.where(j % 2 == 0, j // 2, -(j + 1) // 2), ~small
+
+
+def corrections_from_joint(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of ``joint_corrections``: (C with escaped rows zero, escape mask)."""
+    j = np.where(values >= 0, 2 * values, -2 * values - 1)
+    if ((j < 0) | (j > CORR_ESCAPE)).any():
+        raise WireFormatError("correction symbol outside the joint alphabet")
+    escape = j == CORR_ESCAPE
+    C = np.stack([j // 9 - 1, (j // 3) % 3 - 1, j % 3 - 1], axis=1)
+    C[escape] = 0
+    return C, escape
+
+
 def geometry_streams(R, A, El, C, q, q0, sorted_beams):
     """Encoder side: every stream's residuals and contexts (coded order).
     Also what training counts."""
@@ -165,7 +190,7 @@ def geometry_streams(R, A, El, C, q, q0, sorted_beams):
         "azimuth": (dA, first.astype(np.int64)),
         "range": (dR, range_contexts(all_idx, R, dR, up, first)),
         "elevation": (dEl, elevation_contexts(R, dR, first)),
-        "corr_x": (C[:, 0], cc), "corr_y": (C[:, 1], cc), "corr_z": (C[:, 2], cc),
+        "corr": (joint_corrections(C)[0], cc),
     }, first
 
 
@@ -220,6 +245,9 @@ def encode_geometry(writer: StreamWriter, side: SideWriter, R, A, El, C, q, q0,
                              (sym[a:b], nextra[a:b], extra[a:b]))
         else:
             writer.write(values, ctx, table, symbols[name])
+    escape = joint_corrections(C)[1]
+    for axis in range(3):
+        write_int_sequence(writer, side, C[escape, axis], ())
 
 
 def decode_geometry(reader: StreamReader, side: SideReader, q, q0, sorted_beams,
@@ -260,8 +288,9 @@ def decode_geometry(reader: StreamReader, side: SideReader, q, q0, sorted_beams,
     El = undo_along_beam(dEl, first)
 
     cc = correction_contexts(R, q, q0)
-    C = np.empty((m, 3), np.int64)
-    for axis, name in enumerate(("corr_x", "corr_y", "corr_z")):
-        table, use_ctx = table_for(name)
-        C[:, axis] = reader.read(m, cc if use_ctx else None, table)
+    table, use_ctx = table_for("corr")
+    C, escape = corrections_from_joint(reader.read(m, cc if use_ctx else None, table))
+    count = int(escape.sum())
+    for axis in range(3):
+        C[escape, axis] = read_int_sequence(reader, side, count)
     return R, A, El, C
