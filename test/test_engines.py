@@ -388,6 +388,7 @@ def test_build_settings_validation():
     with pytest.raises(ConfigError, match="build the int8 engine first"):
         settings_from_options({"int8": True})
     assert on_demand_tag({"y_hat": (1, 96, 48, 60), "inv_gain": (1, 96, 48, 60)}) == "at60x48"
+    assert on_demand_tag({"gain": (1, 96, 1, 1), "image": (1, 3, 200, 300), "thresholds": (3,)}) == "at300x200"
 
 
 # ------------------------------------------------------------------ fused graph (a small real release)
@@ -1432,3 +1433,149 @@ def test_tensorrt_backend_on_a_dla_core(fake_trt, tmp_path):
     assert trt.runtimes[-1].dla_core_at_deserialise == 1  # IRuntime::setDLACore before deserialising
     assert [p.name for p in tmp_path.glob("*.engine")] == [
         "tiny-0123456789ab-tiny-fp16-at8x4-dla1-trt10.3.0-orin-nvgpu.engine"]
+
+
+def test_fused_engine_through_the_tensorrt_backend_gives_the_reference_payload(fake_trt, fused, small_models,
+                                                                                tmp_path):
+    """One engine, two outputs: the semantic map and the latents come out of the fused
+    engine (run here by the TensorRT fake) and code to the CPU runtime's exact bytes."""
+    from sensor_codec.engines.fused import FusedEncoder
+    from sensor_codec.learned.camera_runtime import LearnedCameraRuntime
+
+    runtime = LearnedCameraRuntime(models=str(small_models), backend="onnxruntime", threads=2)
+    encoder = FusedEncoder(runtime, fused, backend=f"tensorrt:engines={tmp_path},precision=fp16")
+    rgb = test_frames(3)[1]
+    packed = encoder.compress(rgb, 3)
+    reference = runtime.compress(rgb, 3)
+    assert packed.sections == reference.sections and np.array_equal(packed.semantic, reference.semantic)
+    (summary, _), = fake_trt.builds
+    assert sorted(summary["profiles"][0]) == ["class_weights", "fraction_weight", "gain", "image", "thresholds"]
+    (engine,) = tmp_path.glob("*.engine")
+    assert engine.name == f"{fused.model_id}-fused_encoder-fp16-at300x200-trt10.3.0-orin-nvgpu.engine"
+
+
+# ------------------------------------------------------------------ engines build: arguments, bags
+
+def _build_args(*argv: str):
+    import argparse
+
+    from sensor_codec.engines.cli import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, "engines")
+    return parser.parse_args(["build", *argv])
+
+
+def test_engines_build_arguments_become_build_settings(tmp_path):
+    from sensor_codec.engines.cli import build_settings
+
+    settings = build_settings(_build_args("--precision", "fp16", "--resolution", "1920x1080",
+                                          "--resolution", "960x720", "--workspace-mib", "2048", "--dla-core", "0"))
+    assert settings.precision == "fp16" and settings.plan.tag == "960x720_1920x1080"
+    assert settings.workspace_mib == 2048 and settings.dla_core == 0 and settings.gpu_fallback is True
+    settings = build_settings(_build_args("--precision", "int8", "--dynamic", "640x480:960x720:1920x1080",
+                                          "--calib-images", str(tmp_path), "--calib-count", "8", "--calib-seed", "3"))
+    assert settings.plan.dynamic[1] == Resolution(960, 720) and settings.calibration.count == 8
+    assert settings.calibration.identity == f"{tmp_path.resolve()}||8|3" and not settings.calibration.is_bag
+    settings = build_settings(_build_args("--precision", "int8", "--resolution", "960x720",
+                                          "--calib-bag", str(tmp_path / "drive.mcap"), "--calib-topic", "/cam"))
+    assert settings.calibration.is_bag and settings.calibration.topic == "/cam"
+    for argv, message in (
+            (("--precision", "int8", "--resolution", "960x720"), "int8 engines need calibration frames"),
+            (("--precision", "int8", "--resolution", "960x720", "--calib-bag", "b.mcap"), "needs --calib-topic"),
+            (("--resolution", "960x720", "--calib-images", "x"), "apply to --precision int8 only"),
+            (("--resolution", "960x720", "--calib-topic", "/cam"), "--calib-bag only"),
+            (("--precision", "int8", "--resolution", "960x720", "--calib-images", "a", "--calib-bag", "b",
+              "--calib-topic", "/c"), "not both"),
+            (("--resolution", "960x720", "--no-gpu-fallback"), "--dla-core builds only"),
+            (("--precision", "fp32", "--resolution", "960x720", "--dla-core", "0"), "DLA has no fp32"),
+            (("--resolution", "960x720", "--workspace-mib", "8"), "too small"),
+            (("--dynamic", "960x720:640x480:1920x1080",), "min <= opt <= max"),
+            (("--resolution", "960",), "not WIDTHxHEIGHT")):
+        with pytest.raises((ConfigError, EngineError), match=message):
+            build_settings(_build_args(*argv))
+    with pytest.raises(SystemExit):  # argparse: a shape plan is required, and only one kind
+        _build_args("--resolution", "960x720", "--dynamic", "640x480:960x720:1920x1080")
+
+
+def _write_camera_bag(path: Path, frames: list[np.ndarray], topic: str = "/cam/image") -> None:
+    from sensor_codec.bag.io import BagWriter
+    from sensor_codec.frames import CameraFrame
+    from sensor_codec.messages import frame_to_image, rosbags_types
+
+    types_ = rosbags_types()
+    with BagWriter(path) as writer:
+        for i, rgb in enumerate(frames):
+            # bgr8 on the wire: calibration must see RGB again.
+            writer.write(topic, 1_000 + i, frame_to_image(
+                CameraFrame(np.ascontiguousarray(rgb[:, :, ::-1]), "bgr8", 1_000 + i, "cam"), types_))
+            writer.write("/other", 1_000 + i, frame_to_image(CameraFrame(rgb[:, :, 0], "mono8", 0, "x"), types_))
+
+
+def test_calibration_frames_from_a_rosbag(tmp_path):
+    from sensor_codec.engines.calibration import bag_frames, source_frames
+
+    rng = np.random.default_rng(11)
+    frames = [rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for _ in range(3)]
+    bag = tmp_path / "drive"
+    _write_camera_bag(bag, frames)
+    source = CalibrationSource(str(bag), topic="/cam/image", count=2)
+    assert source.is_bag
+    got = list(source_frames(source))
+    assert len(got) == 2 and all(np.array_equal(a, b) for a, b in zip(got, frames))
+    from sensor_codec.errors import BagError
+
+    with pytest.raises(BagError, match=r"no topic\(s\) \['/cam/missing'\]; it has \['/cam/image', '/other'\]"):
+        list(bag_frames(bag, "/cam/missing", 2))
+    with pytest.raises(ConfigError, match="name its image topic"):
+        list(bag_frames(bag, "", 2))
+    batches = list(calibration_batches(({"image": f.transpose(2, 0, 1)[None] / 255.0} for f in got),
+                                       ["image"], {"image": (1, 3, 24, 32)}, 5))
+    assert len(batches) == 2 and batches[1]["image"].dtype == np.float32
+    assert np.allclose(batches[1]["image"][0, :, 5, 7], frames[1][5, 7] / 255.0)
+
+
+def test_engines_build_int8_from_a_rosbag_and_fp16_defaults(fake_trt, fused, small_models, tmp_path, capsys):
+    """``sensor-codec engines build`` end to end, with TensorRT's calls answered by the fake."""
+    from sensor_codec.cli import main
+
+    out = tmp_path / "engines"
+    bag = tmp_path / "drive"
+    _write_camera_bag(bag, test_frames(3))
+    assert main(["engines", "build", "--graph", "backbone", "--precision", "int8", "--resolution", "96x64",
+                 "--calib-bag", str(bag), "--calib-topic", "/cam/image", "--calib-count", "2",
+                 "--models", str(small_models), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.startswith("built: ")
+    summary, seen = fake_trt.builds[-1]
+    assert "INT8" in summary["flags"] and summary["calibration_profile"] == 0 and len(seen) == 2
+    assert seen[0]["image"].shape == (1, 3, 64, 96) and 0.0 <= seen[0]["image"].min() <= seen[0]["image"].max() <= 1.0
+    assert not np.array_equal(seen[0]["image"], seen[1]["image"])
+    assert len(list(out.glob("*.calib"))) == 1
+    # Defaults: the fused encoder (fp16) and the decoder (always exact fp32).
+    assert main(["engines", "build", "--resolution", "160x120", "--models", str(small_models), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[0] for line in lines] == ["built", "built"]
+    assert "-fused_encoder-fp16-160x120-trt10.3.0-" in lines[0] and "-decoder-fp32-160x120-trt10.3.0-" in lines[1]
+    assert [b[0]["flags"] for b in fake_trt.builds[-2:]] == [["FP16", "TF32"], []]
+    assert main(["engines", "build", "--resolution", "160x120", "--models", str(small_models), "--out", str(out)]) == 0
+    assert [line.split(": ")[0] for line in capsys.readouterr().out.splitlines()] == ["up to date", "up to date"]
+    assert main(["engines", "list", "--out", str(out)]) == 0
+    listing = capsys.readouterr().out
+    assert listing.count("TensorRT 10.3.0 on Orin (nvgpu) (sm 8.7)") == 3 and " int8 96x64," in listing
+
+
+# ------------------------------------------------------------------ import boundaries
+
+def test_only_the_tensorrt_backend_imports_tensorrt_and_only_cuda_runtime_the_cuda_bindings():
+    import re
+
+    pattern = {"tensorrt": re.compile(r"^\s*(import tensorrt\b|from tensorrt\b)", re.M),
+               "cuda": re.compile(r"^\s*(import cuda\b|from cuda(\.| )\S* ?import)", re.M)}
+    found = {"tensorrt": [], "cuda": []}
+    for path in sorted([*(REPO / "sensor_codec").rglob("*.py"), *(REPO / "nodes").rglob("*.py")]):
+        text = path.read_text()
+        for name, regex in pattern.items():
+            if regex.search(text):
+                found[name].append(str(path.relative_to(REPO)))
+    assert found == {"tensorrt": ["sensor_codec/engines/tensorrt_backend.py"],
+                     "cuda": ["sensor_codec/engines/cuda_runtime.py"]}

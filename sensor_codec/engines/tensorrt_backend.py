@@ -120,10 +120,13 @@ def settings_from_options(options: dict) -> BuildSettings:
 
 
 def on_demand_tag(shapes: dict[str, tuple[int, ...]]) -> str:
-    """Shape tag of an engine built for one feed: ``at<W>x<H>`` of the first 4-D input."""
-    for name in sorted(shapes):
-        if len(shapes[name]) == 4:
-            return f"at{shapes[name][3]}x{shapes[name][2]}"
+    """Shape tag of an engine built for one feed: ``at<W>x<H>`` of the spatially largest
+    4-D input (the frame; a (1, M, 1, 1) gain vector must not name the engine), so
+    each frame size gets its own file."""
+    images = [shape for _, shape in sorted(shapes.items()) if len(shape) == 4]
+    if images:
+        largest = max(images, key=lambda shape: shape[2] * shape[3])
+        return f"at{largest[3]}x{largest[2]}"
     return "at" + "-".join("x".join(map(str, shapes[n])) for n in sorted(shapes))
 
 
