@@ -11,6 +11,13 @@ sensor_msgs/Image, lidar and radar payloads sensor_msgs/PointCloud2. The
 publisher is created on the first payload of a topic; a later payload of the
 other kind on the same topic is counted as an error. Malformed or foreign
 payloads are logged (throttled), counted in /diagnostics and skipped.
+
+Payloads of a codec that regenerates a semantic map (``camera_learned``) also
+give that map, published as a ``mono8`` image of class ids on
+``<output topic><semantic_topic_suffix>`` (default ``/semantic``) with the
+same header; '' switches it off (and saves the backbone pass). Lidar payloads
+coded in semantic mode decode with their ``semantic_class`` field, which is
+republished like every other field.
 """
 
 from __future__ import annotations
@@ -18,15 +25,17 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from functools import partial
 
 from sensor_msgs.msg import CompressedImage
 
-from sensor_codec.codecs import decode
+from sensor_codec.codecs import codec_class
 from sensor_codec.errors import ConfigError, ConversionError
 from sensor_codec.frames import CameraFrame
-from sensor_codec.graph import COMPRESSED_SUFFIX, DECODED_SUFFIX, DECODER_NAME
+from sensor_codec.graph import COMPRESSED_SUFFIX, DECODED_SUFFIX, DECODER_NAME, SEMANTIC_SUFFIX
 from sensor_codec.messages import (compressed_to_payload, frame_to_image, frame_to_pointcloud2,
                                    rclpy_types)
+from sensor_codec.wire import unpack
 from sensor_codec.pipeline_stats import LogThrottle
 
 from ._ros_common import (COMMON_PARAMS, LOG_THROTTLE_S, DiagnosticsReporter, ParamSpec,
@@ -46,6 +55,9 @@ PARAMS = (
     ParamSpec("output_topics", list, [],
               f"where each input's frames go, in the same order; empty: the input without "
               f"{COMPRESSED_SUFFIX} plus {DECODED_SUFFIX}"),
+    ParamSpec("semantic_topic_suffix", str, SEMANTIC_SUFFIX,
+              "payloads whose codec regenerates a semantic map (camera_learned) publish it as "
+              "mono8 class ids on <output topic><suffix>; '' = do not decode or publish it"),
 ) + COMMON_PARAMS
 
 
@@ -107,6 +119,10 @@ class DecoderNode(StoppableNode):
             raise ConfigError(f"output_topics has {len(outputs)} entries for {len(inputs)} "
                               f"input_topics; give one per input or none")
         check_topics(self, outputs, "output_topics")
+        self.semantic_suffix = params["semantic_topic_suffix"]
+        if self.semantic_suffix:
+            check_topics(self, outputs + [o + self.semantic_suffix for o in outputs],
+                         "output_topics and their semantic_topic_suffix topics")
         self.types = rclpy_types()
         self._stopping = threading.Event()
         qos = qos_profile(params["qos.reliability"], params["qos.depth"])
@@ -115,8 +131,11 @@ class DecoderNode(StoppableNode):
         self._output_of = {}
         for topic, output in zip(inputs, outputs):
             sink = LazyPublisher(self, output, qos, params["qos.reliability"], self._stopping)
-            worker = TopicWorker(self, topic, params["queue_depth"], self._decode, sink.publish,
-                                 throttle)
+            semantic_sink = (LazyPublisher(self, output + self.semantic_suffix, qos,
+                                           params["qos.reliability"], self._stopping)
+                             if self.semantic_suffix else None)
+            worker = TopicWorker(self, topic, params["queue_depth"], self._decode,
+                                 partial(self._publish, sink, semantic_sink), throttle)
             self.create_subscription(
                 CompressedImage, topic, worker.offer, qos,
                 event_callbacks=qos_mismatch_callbacks(self, topic, params["qos.reliability"],
@@ -125,21 +144,40 @@ class DecoderNode(StoppableNode):
             self._output_of[topic] = output
         self.diagnostics = DiagnosticsReporter(
             self, self.workers, params["diagnostics_period"],
-            lambda w: {"output_topic": self._output_of[w.topic]})
+            lambda w: {"output_topic": self._output_of[w.topic],
+                       "semantic_topic": (self._output_of[w.topic] + self.semantic_suffix
+                                          if self.semantic_suffix else "off")})
         for worker in self.workers:
             worker.start()
         for topic, output in zip(inputs, outputs):
             self.get_logger().info(f"{topic} -> {output}")
 
     def _decode(self, msg):
+        """((decoded message, semantic map message or None), raw bytes, coded bytes)."""
         payload = compressed_to_payload(msg)
-        frame = decode(payload)
+        container = unpack(payload)
+        codec = codec_class(container.codec)()
+        semantic_msg = None
+        if self.semantic_suffix and hasattr(codec, "decode_with_semantic"):
+            frame, semantic = codec.decode_with_semantic(container)
+            if semantic is not None:
+                semantic_msg = frame_to_image(semantic, self.types)
+                semantic_msg.header = msg.header
+        else:
+            frame = codec.decode(container)
         if isinstance(frame, CameraFrame):
             out = frame_to_image(frame, self.types)
         else:
             out = frame_to_pointcloud2(frame, self.types)
         out.header = msg.header  # the original header, as received
-        return out, frame.nbytes, len(payload)
+        return (out, semantic_msg), frame.nbytes, len(payload)
+
+    @staticmethod
+    def _publish(sink: LazyPublisher, semantic_sink: LazyPublisher | None, messages) -> None:
+        out, semantic_msg = messages
+        sink.publish(out)
+        if semantic_msg is not None and semantic_sink is not None:
+            semantic_sink.publish(semantic_msg)
 
     def shutdown(self) -> None:
         self._stopping.set()

@@ -38,6 +38,10 @@ BAG_PLAYER_NAME = "sensor_codec_bag_player"
 
 COMPRESSED_SUFFIX = "/sensor_codec"
 DECODED_SUFFIX = "/decoded"
+# Semantic maps (mono8 class ids) beside the image they belong to: the
+# encoder's on <camera topic>/semantic, the decoder's regenerated one on
+# <decoded topic>/semantic.
+SEMANTIC_SUFFIX = "/semantic"
 TOPIC_LISTS = ("camera_topics", "lidar_topics", "radar_topics")
 
 DEFAULT_RATE = 1.0

@@ -22,7 +22,8 @@ How it decides:
   rate, so a short burst is absorbed and a long idle spell does not buy an
   unbounded burst later. The allowance of a frame is the per-frame budget
   (target rate times the observed frame interval) plus the credit above that
-  budget spread over ``burst_s`` worth of frames.
+  budget spread over ``burst_s`` worth of frames. The stream starts, and
+  restarts after a pause longer than ``burst_s``, with one frame's budget.
 * **Choice.** The highest level predicted to fit the allowance. Never above
   the top level; when not even level 0 fits, level 0 is used and counted in
   ``fallbacks``.
@@ -166,18 +167,22 @@ class RateController:
     def decide(self, now_s: float) -> RateDecision:
         """The level for a frame coded now: refill the bucket, then choose."""
         with self._lock:
-            if self._last_time is not None:
-                dt = now_s - self._last_time
-                if dt > 0:
-                    # A pause (or a skipped stretch of a bag) is not a frame rate: one
-                    # interval moves the estimate by at most MAX_INTERVAL_STEP, so a
-                    # lasting change is still followed within a few frames.
-                    step = min(dt, MAX_INTERVAL_STEP * self._interval) - self._interval
-                    self._interval += INTERVAL_SMOOTHING * step
-                    self._credit = min(self._credit + self.target_bytes_per_s * dt,
-                                       self.capacity_bytes)
-            else:
-                self._credit = self.target_bytes_per_s * self._interval  # one frame's budget
+            dt = None if self._last_time is None else now_s - self._last_time
+            if dt is not None and dt > 0:
+                # A pause (or a skipped stretch of a bag) is not a frame rate: one
+                # interval moves the estimate by at most MAX_INTERVAL_STEP, so a
+                # lasting change is still followed within a few frames.
+                step = min(dt, MAX_INTERVAL_STEP * self._interval) - self._interval
+                self._interval += INTERVAL_SMOOTHING * step
+            if dt is None or dt > self.burst_s or dt < 0:
+                # A start, a pause longer than the bucket or a jump back: the stream
+                # (re)starts with one frame's budget, so it does not open with a burst
+                # of credit saved while idle, and the old rate is not the current one.
+                self._credit = self.target_bytes_per_s * self._interval
+                self._window.clear()
+            elif dt > 0:
+                self._credit = min(self._credit + self.target_bytes_per_s * dt,
+                                   self.capacity_bytes)
             self._last_time = now_s  # a jump back (a bag starting over) re-bases the clock
             budget = self.target_bytes_per_s * self._interval
             spread = max(1.0, self.burst_s / self._interval)
@@ -221,7 +226,8 @@ class RateController:
     # --- reporting ------------------------------------------------------------------
 
     def achieved_kbps(self) -> float:
-        """Bit rate over the last ``window_frames`` frames (0 before two frames)."""
+        """Bit rate over the last ``window_frames`` frames since the last pause
+        longer than ``burst_s`` (0 before two such frames)."""
         with self._lock:
             if len(self._window) < 2:
                 return 0.0

@@ -112,15 +112,18 @@ def test_a_pause_does_not_spoil_the_frame_rate_and_a_lasting_change_is_followed(
     controller = RateController(400.0, LEVELS)
     for k in range(50):
         controller.record(controller.decide(k * 0.1).level, 2000)
-    controller.record(controller.decide(4.9 + 60.0).level, 2000)  # a minute's pause
+    after_pause = controller.decide(4.9 + 60.0)  # a minute's pause
+    controller.record(after_pause.level, 2000)
     assert controller.frame_rate_hz == pytest.approx(10.0 / 1.2)  # moved once, by at most 1.2x
-    # The bucket holds one burst_s of credit, not a minute's.
-    assert controller.snapshot()["credit_bytes"] <= controller.capacity_bytes
+    # It restarts with one frame's budget (50 kB/s * 0.12 s), not a minute's savings.
+    assert after_pause.allowance_bytes == pytest.approx(50_000 * 0.12)
+    assert controller.achieved_kbps() == 0.0  # one frame since the pause: no rate yet
     now = 4.9 + 60.0
     for k in range(30):  # now 2 Hz for good
         now += 0.5
         controller.record(controller.decide(now).level, 2000)
     assert controller.frame_rate_hz == pytest.approx(2.0, rel=0.01)
+    assert controller.achieved_kbps() == pytest.approx(2000 * 8 / 1000 * 2.0)
 
 
 def test_uses_the_observed_frame_rate():
