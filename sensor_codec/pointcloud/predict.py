@@ -31,8 +31,8 @@ import numpy as np
 from ..errors import WireFormatError
 from .context_model import ContextModel
 from .entropy import (ALPHABET, SideReader, SideWriter, StreamReader, StreamWriter,
-                      estimate_bits, quantise_histogram, read_int_sequence, to_symbols,
-                      write_int_sequence)
+                      estimate_bits, quantise_histogram, read_int_sequence, symbols_only,
+                      to_symbols, write_int_sequence)
 from .rangeimage import nearest_in_previous_beam, segment_starts, spherical
 
 REF_RANGE = 16.0  # metres: the angular step is q0 / REF_RANGE
@@ -43,7 +43,13 @@ STREAMS = {"azimuth": 2, "range": 66, "elevation": 65, "corr": 12}
 # (almost always: one symbol instead of three, and their joint statistics);
 # CORR_ESCAPE marks the rest, whose corrections follow as plain integers.
 CORR_ESCAPE = 27
-MODE_LEARNED, MODE_ADAPTIVE = 0, 1
+MODE_LEARNED, MODE_ADAPTIVE, MODE_ONLINE = 0, 1, 2
+# Online mode: the learned table, worth ONLINE_PRIOR_WEIGHT symbols per
+# context, plus the counts of the frame's symbols coded so far, refreshed
+# every ONLINE_CHUNK symbols (every beam for the range stream). It adapts the
+# learned statistics to the sensor at hand without side information.
+ONLINE_PRIOR_WEIGHT = 16.0
+ONLINE_CHUNK = 2048
 
 
 def grid_step(bound: np.ndarray | float, coord_limit: float, out_eps: float) -> np.ndarray:
@@ -205,14 +211,53 @@ def estimate_geometry_bits(streams: dict, symbols: dict) -> float:
     return sum(estimate_bits(values, symbols[name][0]) for name, (values, _) in streams.items())
 
 
-def _choose_table(sym, ctx, model: ContextModel, name: str, scale: int) -> tuple[int, np.ndarray]:
-    """Learned context table, or this frame's own histogram if cheaper."""
-    learned_bits = float(model.neg_log2(name, scale)[ctx, sym].sum())
+def stream_chunks(name: str, m: int, starts: np.ndarray, ends: np.ndarray):
+    """Where the online model is refreshed: every beam for ``range`` (which
+    is decoded beam by beam), every ONLINE_CHUNK symbols otherwise."""
+    if name == "range":
+        return list(zip(starts.tolist(), ends.tolist()))
+    cuts = list(range(0, m, ONLINE_CHUNK)) + [m]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+class OnlineTable:
+    """Learned prior plus running counts; ``rows()`` is the table for the
+    next chunk (unnormalised: constriction normalises, identically on both
+    sides, since the float64 sums are exact IEEE operations)."""
+
+    def __init__(self, prior: np.ndarray) -> None:
+        p = prior / prior.sum(axis=1, keepdims=True)
+        self.base = ONLINE_PRIOR_WEIGHT * p
+        self.counts = np.zeros(prior.shape)
+
+    def rows(self) -> np.ndarray:
+        return self.base + self.counts
+
+    def update(self, ctx: np.ndarray, sym: np.ndarray) -> None:
+        k, a = self.counts.shape
+        self.counts += np.bincount(ctx * a + sym, minlength=k * a).reshape(k, a)
+
+
+def online_cost_bits(sym, ctx, prior: np.ndarray, chunks) -> float:
+    """Ideal cost of coding ``sym`` in online mode (for choosing the mode)."""
+    table = OnlineTable(prior)
+    bits = 0.0
+    for a, b in chunks:
+        rows = table.rows()
+        logp = np.log2(rows) - np.log2(rows.sum(axis=1, keepdims=True))
+        bits -= float(logp[ctx[a:b], sym[a:b]].sum())
+        table.update(ctx[a:b], sym[a:b])
+    return bits
+
+
+def _choose_mode(sym, ctx, model: ContextModel, name: str, scale: int, chunks):
+    """Online-adapted learned table, or this frame's own histogram if cheaper."""
+    online_bits = online_cost_bits(sym, ctx, model.table(name, scale), chunks)
     counts = np.bincount(sym, minlength=ALPHABET)
     nz = counts[counts > 0]
     adaptive_bits = float(-(nz * np.log2(nz / sym.size)).sum()) + 8 * (1 + 3 * nz.size)
-    if learned_bits <= adaptive_bits:
-        return MODE_LEARNED, model.table(name, scale)
+    if online_bits <= adaptive_bits:
+        return MODE_ONLINE, None
     return MODE_ADAPTIVE, quantise_histogram(counts.astype(np.float64))[None, :]
 
 
@@ -222,7 +267,8 @@ def encode_geometry(writer: StreamWriter, side: SideWriter, R, A, El, C, q, q0,
     """Write the geometry streams (``streams``, ``symbols``: ``geometry_streams``'
     and ``stream_symbols``' results when the caller has them); ``trace``
     (training) receives (scale, streams)."""
-    if R.size == 0:
+    m = R.size
+    if m == 0:
         return
     streams, first = streams or geometry_streams(R, A, El, C, q, q0, sorted_beams)
     if symbols is None:
@@ -230,24 +276,64 @@ def encode_geometry(writer: StreamWriter, side: SideWriter, R, A, El, C, q, q0,
     if trace is not None:
         trace.append((scale, streams))
     starts = np.flatnonzero(first)
-    ends = np.r_[starts[1:], R.size]
+    ends = np.r_[starts[1:], m]
     for name in STREAMS:
         values, ctx = streams[name]
         sym, nextra, extra = symbols[name]
-        mode, table = _choose_table(sym, ctx, model, name, scale)
+        chunks = stream_chunks(name, m, starts, ends)
+        mode, table = _choose_mode(sym, ctx, model, name, scale, chunks)
         side.u16(mode)
         if mode == MODE_ADAPTIVE:
             side.histogram(table[0])
             ctx = None
-        if name == "range":
-            for a, b in zip(starts, ends):
-                writer.write(values[a:b], None if ctx is None else ctx[a:b], table,
-                             (sym[a:b], nextra[a:b], extra[a:b]))
-        else:
-            writer.write(values, ctx, table, symbols[name])
+            if name != "range":
+                chunks = [(0, m)]
+        online = OnlineTable(model.table(name, scale)) if mode == MODE_ONLINE else None
+        for a, b in chunks:
+            c = None if ctx is None else ctx[a:b]
+            writer.write(values[a:b], c, table if online is None else online.rows(),
+                         (sym[a:b], nextra[a:b], extra[a:b]))
+            if online is not None:
+                online.update(c, sym[a:b])
     escape = joint_corrections(C)[1]
     for axis in range(3):
         write_int_sequence(writer, side, C[escape, axis], ())
+
+
+class _StreamDecoder:
+    """Decoder side of one stream's mode: reads chunk by chunk."""
+
+    def __init__(self, reader: StreamReader, side: SideReader, model: ContextModel, name: str,
+                 scale: int, m: int, starts, ends) -> None:
+        self.reader = reader
+        self.mode = side.u16()
+        self.online = None
+        if self.mode == MODE_LEARNED:
+            self.table = model.table(name, scale)
+        elif self.mode == MODE_ADAPTIVE:
+            self.table = side.histogram()
+        elif self.mode == MODE_ONLINE:
+            self.online = OnlineTable(model.table(name, scale))
+        else:
+            raise WireFormatError(f"unknown table mode {self.mode} for stream {name!r}")
+        self.uses_context = self.mode != MODE_ADAPTIVE
+        whole = self.mode != MODE_ONLINE and name != "range"
+        self.chunks = [(0, m)] if whole else stream_chunks(name, m, starts, ends)
+
+    def read(self, a: int, b: int, ctx: np.ndarray | None) -> np.ndarray:
+        if not self.uses_context:
+            return self.reader.read(b - a, None, self.table)
+        if self.online is None:
+            return self.reader.read(b - a, ctx, self.table)
+        values = self.reader.read(b - a, ctx, self.online.rows())
+        self.online.update(ctx, symbols_only(values))
+        return values
+
+    def read_all(self, m: int, ctx: np.ndarray) -> np.ndarray:
+        out = np.empty(m, np.int64)
+        for a, b in self.chunks:
+            out[a:b] = self.read(a, b, ctx[a:b])
+        return out
 
 
 def decode_geometry(reader: StreamReader, side: SideReader, q, q0, sorted_beams,
@@ -260,36 +346,27 @@ def decode_geometry(reader: StreamReader, side: SideReader, q, q0, sorted_beams,
     starts = np.flatnonzero(first)
     ends = np.r_[starts[1:], m]
 
-    def table_for(name):
-        mode = side.u16()
-        if mode == MODE_LEARNED:
-            return model.table(name, scale), True
-        if mode == MODE_ADAPTIVE:
-            return side.histogram(), False
-        raise WireFormatError(f"unknown table mode {mode} for stream {name!r}")
+    def stream(name):
+        return _StreamDecoder(reader, side, model, name, scale, m, starts, ends)
 
-    table, use_ctx = table_for("azimuth")
-    dA = reader.read(m, first.astype(np.int64) if use_ctx else None, table)
+    dA = stream("azimuth").read_all(m, first.astype(np.int64))
     A = undo_along_beam(dA, first)
     up = nearest_in_previous_beam(sorted_beams, A)
 
-    table, use_ctx = table_for("range")
+    range_stream = stream("range")
     dR = np.zeros(m, np.int64)
     R = np.zeros(m, np.int64)
     for a, b in zip(starts, ends):
-        idx = np.arange(a, b)
-        ctx = range_contexts(idx, R, dR, up, first) if use_ctx else None
-        d = reader.read(b - a, ctx, table)
+        ctx = range_contexts(np.arange(a, b), R, dR, up, first)
+        d = range_stream.read(a, b, ctx)
         dR[a:b] = d
         R[a:b] = d[0] + np.r_[0, np.cumsum(d[1:])]
 
-    table, use_ctx = table_for("elevation")
-    dEl = reader.read(m, elevation_contexts(R, dR, first) if use_ctx else None, table)
+    dEl = stream("elevation").read_all(m, elevation_contexts(R, dR, first))
     El = undo_along_beam(dEl, first)
 
     cc = correction_contexts(R, q, q0)
-    table, use_ctx = table_for("corr")
-    C, escape = corrections_from_joint(reader.read(m, cc if use_ctx else None, table))
+    C, escape = corrections_from_joint(stream("corr").read_all(m, cc))
     count = int(escape.sum())
     for axis in range(3):
         C[escape, axis] = read_int_sequence(reader, side, count)
