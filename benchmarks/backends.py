@@ -1,30 +1,33 @@
-"""Milliseconds per 960x720 frame of the learned camera codec on each usable backend.
+"""Milliseconds per frame of the learned camera codec, each backend side by side, at several sizes.
 
-    .venv/bin/python benchmarks/backends.py [--repeats 10] [--threads 2]
-        [--width 960 --height 720] [--models DIR] [--backend NAME ...] [--json out.json]
+    .venv/bin/python benchmarks/backends.py [--size 960x720 --size 1920x1080] [--repeats 7]
+        [--threads 2] [--models DIR] [--backend NAME ...] [--json out.json]
 
     # on a GPU machine (issue 5's GPU bar: 1920x1080 encode >= 30 frames/s in fp16)
-    python benchmarks/backends.py --width 1920 --height 1080 --backend tensorrt:precision=fp16 \
+    python benchmarks/backends.py --size 1920x1080 --backend tensorrt:precision=fp16 \
         --backend torch-cuda:fp16,channels_last,cuda_graphs --backend onnxruntime-cuda
 
-Measured side by side in one run, same frame, same thread count (issue 5's
-CPU bar: ONNX Runtime encode, backbone plus camera branch, no slower than
-PyTorch eager):
+Every backend and every size is measured in one run, on the same frame (a CamVid
+val frame scaled to the size, or the synthetic street scene without the data),
+with the same thread count, so the columns compare like with like (issue 5's CPU
+bar: ONNX Runtime encode, backbone plus camera branch, no slower than PyTorch eager;
+and "CPU ms per frame for each CPU backend", encoder and decoder):
 
 * ``backbone``: the segmentation graph alone (semantic map + tap);
-* ``backbone+encoder graphs``: the networks of one encode, run as the two
-  released graphs (backbone, then camera encoder on the padded tap);
-* ``fused graph``: the same work as one graph (``sensor_codec.engines.fused``,
+* ``encoder networks (2 graphs)``: the networks of one encode as the two released
+  graphs (backbone, then the camera encoder on the padded tap);
+* ``encoder networks (fused)``: the same work as one graph (``sensor_codec.engines.fused``,
   the graph the TensorRT engine is built from);
 * ``encode``: a whole ``compress`` (networks + quality map + entropy coding);
   ``encode (fused)`` the same through the fused graph;
-* ``decode``: ``decompress`` without / with regenerating the semantic map.
+* ``decoder network``: the synthesis graph alone, on the feeds ``decompress`` gives it;
+* ``decode``: a whole ``decompress`` without the semantic map; ``decode + semantic``
+  with it (the backbone on the decoded picture).
 
-GPU backends (tensorrt, onnxruntime-cuda, torch-cuda, with their options)
-are measured when they are usable on this machine and named with
-``--backend``; the median of
-``--repeats`` runs after one warm-up is reported; backends alternate within
-each repeat so that other jobs on a shared machine slow them alike.
+GPU backends (tensorrt, onnxruntime-cuda, torch-cuda, with their options) are
+measured when usable here and named with ``--backend``. The median of
+``--repeats`` runs after one warm-up is reported; backends alternate within each
+repeat so that other jobs on a shared machine slow them alike.
 """
 
 from __future__ import annotations
@@ -94,6 +97,7 @@ def tasks(backend: str, rgb: np.ndarray, args, fused_dir: Path, camera_available
         image = image_to_input(rgb)
         row["backbone"] = lambda: runner.backend.run("backbone", {"image": image})
         return row
+    from sensor_codec.engines.calibration import RecordingBackend
     from sensor_codec.engines.fused import FusedEncoder, fused_feeds, load_fused
     from sensor_codec.learned.camera_runtime import LearnedCameraRuntime, _pad_to
     from sensor_codec.learned.runtime import make_backend
@@ -114,25 +118,39 @@ def tasks(backend: str, rgb: np.ndarray, args, fused_dir: Path, camera_available
         runtime.backend.run("encoder", {"image": padded, "tap": _pad_to(tap[0], hp // 8, wp // 8)[None],
                                         "gain": gain})
 
-    row["backbone+encoder graphs"] = separate_graphs
+    row["encoder networks (2 graphs)"] = separate_graphs
     fused = load_fused(fused_dir, None, args.models or None)
     fused_backend = make_backend(fused, backend, args.threads)
     feeds = fused_feeds(runtime, rgb, level)
-    row["fused graph"] = lambda: fused_backend.run("fused_encoder", feeds)
+    row["encoder networks (fused)"] = lambda: fused_backend.run("fused_encoder", feeds)
     row["encode"] = lambda: runtime.compress(rgb, level)
     fused_encoder = FusedEncoder(runtime, fused, backend, args.threads)
     row["encode (fused)"] = lambda: fused_encoder.compress(rgb, level)
     packed = runtime.compress(rgb, level)
+    # The decoder graph's feeds exactly as decompress builds them (whatever the graph's inputs).
+    inner = runtime.backend
+    runtime.backend = recorder = RecordingBackend(inner, "decoder")
+    runtime.decompress(packed.sections, packed.metadata, with_semantic=False)
+    runtime.backend = inner
+    decoder_feeds = recorder.recorded.pop()
+    row["decoder network"] = lambda: inner.run("decoder", decoder_feeds)
     row["decode"] = lambda: runtime.decompress(packed.sections, packed.metadata, with_semantic=False)
     row["decode + semantic"] = lambda: runtime.decompress(packed.sections, packed.metadata)
     return row
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    from sensor_codec.engines.shapes import Resolution
+
+    resolution = Resolution.parse(text)
+    return resolution.width, resolution.height
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--width", type=int, default=960)
-    parser.add_argument("--height", type=int, default=720)
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--size", action="append", dest="sizes", type=parse_size, metavar="WxH",
+                        help="frame size (repeatable; default 960x720 and 1920x1080)")
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per backend (0 = library default)")
     parser.add_argument("--models", default="", help="models folder (default: the shipped one)")
     parser.add_argument("--backend", action="append", dest="backends",
@@ -140,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                              "take options, e.g. torch-cuda:fp16,channels_last,cuda_graphs")
     parser.add_argument("--json", default="", help="also write the numbers here")
     args = parser.parse_args(argv)
+    sizes = args.sizes or [(960, 720), (1920, 1080)]
 
     from sensor_codec.engines import registry
     from sensor_codec.errors import UnknownModelError
@@ -151,47 +170,66 @@ def main(argv: list[str] | None = None) -> int:
     except UnknownModelError as exc:
         print(f"note: {exc}; measuring the backbone only")
         camera_available = False
-    rgb = test_frame(args.width, args.height)
-    results: dict = {"frame": f"{args.width}x{args.height}", "threads": args.threads, "repeats": args.repeats,
+    results: dict = {"threads": args.threads, "repeats": args.repeats,
                      "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                      "load_average_before": os.getloadavg(), "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
-                     "backends": {}}
+                     "frame": "CamVid val (scaled)" if CAMVID_VAL.is_dir() else "synthetic street scene",
+                     "sizes": {}, "skipped": {}}
+    backends = []
+    for backend in args.backends or ["onnxruntime", "torch"]:
+        if registry.is_registered(backend):
+            usable, why = registry.probe(backend)
+            if not usable:
+                print(f"{backend}: skipped ({why})")
+                results["skipped"][backend] = why
+                continue
+        backends.append(backend)
     with tempfile.TemporaryDirectory() as fused_dir:
         if camera_available:
             from sensor_codec.engines.fused import export_fused
 
             fused = export_fused(fused_dir, None, args.models or None)
             results["models"] = {"camera": fused.manifest["camera"], "backbone": fused.manifest["backbone"]}
-        work: dict[str, dict] = {}
-        for backend in args.backends or ["onnxruntime", "torch"]:
-            if registry.is_registered(backend):
-                usable, why = registry.probe(backend)
-                if not usable:
-                    print(f"{backend}: skipped ({why})")
-                    results["backends"][backend] = {"skipped": why}
-                    continue
-            work[backend] = tasks(backend, rgb, args, Path(fused_dir), camera_available)
-        results["backends"].update(interleaved_medians(work, args.repeats))
-    measured = {name: row for name, row in results["backends"].items() if "skipped" not in row}
-    columns = list(next(iter(measured.values()), {}).keys())
-    print(f"\nms per {results['frame']} frame (median of {args.repeats}, {args.threads} threads, "
-          f"{results['cpu']}, {results['cores']} cores, load average before "
-          f"{results['load_average_before'][0]:.1f}, after {os.getloadavg()[0]:.1f})")
-    print(f"{'':26s}" + "".join(f"{name:>16s}" for name in measured))
-    for column in columns:
-        cells = "".join(f"{row[column]:16.1f}" for row in measured.values())
-        print(f"{column:26s}{cells}")
-    if measured and "encode" in columns:
-        print(f"{'encode frames/s':26s}" + "".join(f"{1000.0 / row['encode']:16.1f}" for row in measured.values()))
-    if "onnxruntime" in measured and "torch" in measured:
-        for column in ("backbone+encoder graphs", "fused graph", "encode", "backbone"):
-            if column in measured["onnxruntime"]:
-                ort, pt = measured["onnxruntime"][column], measured["torch"][column]
-                verdict = "meets" if ort <= pt else "MISSES"
-                print(f"CPU bar ({column}): ONNX Runtime {ort:.1f} ms vs PyTorch eager {pt:.1f} ms -> {verdict}")
+        for width, height in sizes:
+            rgb = test_frame(width, height)
+            work = {backend: tasks(backend, rgb, args, Path(fused_dir), camera_available) for backend in backends}
+            results["sizes"][f"{width}x{height}"] = interleaved_medians(work, args.repeats)
+            del work  # sessions and modules of this size
+    report(results, args)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def report(results: dict, args) -> None:
+    sizes = list(results["sizes"])
+    backends = list(next(iter(results["sizes"].values()), {}))
+    columns = list(dict.fromkeys(c for size in sizes for row in results["sizes"][size].values() for c in row))
+    models = results.get("models", {})
+    print(f"\nms per frame, median of {args.repeats} after a warm-up, {args.threads} threads, "
+          f"{results['cpu']}, {results['cores']} cores, load average before "
+          f"{results['load_average_before'][0]:.1f}, after {os.getloadavg()[0]:.1f}; frame: {results['frame']}; "
+          f"camera {models.get('camera', '-')}, backbone {models.get('backbone', '-')}")
+    cell = 13
+    print(f"{'':28s}" + "".join(f"{size:^{cell * len(backends)}s}" for size in sizes))
+    print(f"{'':28s}" + "".join(f"{b:>{cell}s}" for _ in sizes for b in backends))
+    for column in columns:
+        cells = "".join(f"{results['sizes'][size][b].get(column, float('nan')):{cell}.1f}"
+                        for size in sizes for b in backends)
+        print(f"{column:28s}{cells}")
+    for label, column in (("encode frames/s", "encode"), ("decode frames/s", "decode")):
+        if column in columns:
+            cells = "".join(f"{1000.0 / results['sizes'][size][b][column]:{cell}.2f}" for size in sizes for b in backends)
+            print(f"{label:28s}{cells}")
+    if "onnxruntime" in backends and "torch" in backends:
+        for size in sizes:
+            rows = results["sizes"][size]
+            for column in ("encoder networks (2 graphs)", "encoder networks (fused)", "encode", "backbone"):
+                if column in rows["onnxruntime"]:
+                    ort, pt = rows["onnxruntime"][column], rows["torch"][column]
+                    verdict = "meets" if ort <= pt else "MISSES"
+                    print(f"CPU bar at {size} ({column}): ONNX Runtime {ort:.1f} ms vs PyTorch eager "
+                          f"{pt:.1f} ms -> {verdict}")
 
 
 if __name__ == "__main__":
