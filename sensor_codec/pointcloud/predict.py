@@ -46,10 +46,12 @@ CORR_ESCAPE = 27
 MODE_LEARNED, MODE_ADAPTIVE, MODE_ONLINE = 0, 1, 2
 # Online mode: the learned table, worth ONLINE_PRIOR_WEIGHT symbols per
 # context, plus the counts of the frame's symbols coded so far, refreshed
-# every ONLINE_CHUNK symbols (every beam for the range stream). It adapts the
+# after chunks growing from ONLINE_FIRST_CHUNK to ONLINE_CHUNK symbols (every
+# beam for the range stream: it is decoded beam by beam). It adapts the
 # learned statistics to the sensor at hand without side information.
 ONLINE_PRIOR_WEIGHT = 16.0
-ONLINE_CHUNK = 2048
+ONLINE_FIRST_CHUNK = 256
+ONLINE_CHUNK = 8192
 
 
 def grid_step(bound: np.ndarray | float, coord_limit: float, out_eps: float) -> np.ndarray:
@@ -213,10 +215,13 @@ def estimate_geometry_bits(streams: dict, symbols: dict) -> float:
 
 def stream_chunks(name: str, m: int, starts: np.ndarray, ends: np.ndarray):
     """Where the online model is refreshed: every beam for ``range`` (which
-    is decoded beam by beam), every ONLINE_CHUNK symbols otherwise."""
+    is decoded beam by beam), after chunks of doubling size otherwise."""
     if name == "range":
         return list(zip(starts.tolist(), ends.tolist()))
-    cuts = list(range(0, m, ONLINE_CHUNK)) + [m]
+    cuts, size = [0], ONLINE_FIRST_CHUNK
+    while cuts[-1] < m:
+        cuts.append(min(m, cuts[-1] + size))
+        size = min(2 * size, ONLINE_CHUNK)
     return list(zip(cuts[:-1], cuts[1:]))
 
 
