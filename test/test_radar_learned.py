@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sensor_codec.codecs import decode
-from sensor_codec.codecs.radar_learned import (PRED_CONTEXT, PRED_KEY, PRED_PERIOD, PRED_RADIAL,
+from sensor_codec.codecs.radar_learned import (PRED_KEY, PRED_MATCH, PRED_PERIOD, PRED_RADIAL,
+                                               PRED_RANGE,
                                                SECTION_FORMAT, RadarAdaptiveCodec,
                                                _key_prediction, _previous_same_key,
                                                _read_header, _undo_key_prediction,
@@ -78,16 +79,17 @@ def test_vod_radar_frame_on_grid_and_small():
     payload = RadarAdaptiveCodec().encode(frame)
     check(frame, decode(payload))
     raw, zs = frame.points.nbytes, zstd19(frame)
-    # measured: 2133 bytes in all (4.23x raw 9016, 3.44x zstd 7348): 58 container,
-    # 51 radar_ac header, 2024 range-coded
-    assert len(payload) <= 2140
-    assert raw / len(payload) > 4.0 and zs / len(payload) > 3.3
+    # measured: 2055 bytes in all (4.39x raw 9016, 3.58x zstd 7348): 58 container,
+    # 53 radar_ac header, 1944 range-coded
+    assert len(payload) <= 2060
+    assert raw / len(payload) > 4.3 and zs / len(payload) > 3.5
     sizes = section_sizes(unpack(payload))
     assert sizes["header"] <= 55 and sizes["verbatim"] == 0
     assert len(payload) - sizes["header"] - sizes["coded"] == 58  # the container itself
     plans = plans_by_name(payload)
     assert plans["v_r"]["pred"] == PRED_RADIAL and plans["v_r_compensated"]["pred"] == PRED_RADIAL
     assert plans["time"]["kind"] == "const"
+    assert plans["x"]["pred"] == PRED_RANGE  # detections come sorted by range
 
 
 @needs_samples
@@ -106,9 +108,9 @@ def test_comma2k19_cycles_exact_and_container_bound():
         assert unpack(payload).metadata == {}
         sizes = section_sizes(unpack(payload))
         assert len(payload) - sizes["header"] - sizes["coded"] == 58  # container
-    # measured on these 100 cycles (12-13 tracks, 264 raw bytes each): 156.1 bytes per
-    # cycle; the container's fixed 58 bytes alone are most of the 66 that 4x would allow
-    assert total / len(frames) < 158
+    # measured on these 100 cycles (10.9 tracks, 229.3 raw bytes each): 150.1 bytes per
+    # cycle; the container's fixed 58 bytes alone are more than the 57 that 4x allows
+    assert total / len(frames) < 151
 
 
 @needs_samples
@@ -120,9 +122,10 @@ def test_comma2k19_stream_exact_and_small():
     d = decode(payload)
     for name in frame.field_names:
         np.testing.assert_array_equal(d.points[name], frame.points[name], err_msg=name)
-    # measured: 26911 bytes (9.38x raw 252500, 3.03x zstd 81532)
-    assert frame.points.nbytes / len(payload) > 9.0 and zstd19(frame) / len(payload) > 3.0
+    # measured: 25907 bytes (9.75x raw 252500, 3.15x zstd 81532)
+    assert frame.points.nbytes / len(payload) > 9.7 and zstd19(frame) / len(payload) > 3.1
     plans = plans_by_name(payload)
+    assert plans["track_id"]["pred"] == PRED_MATCH  # slots reported in a recurring order
     assert plans["x"]["pred"] == PRED_KEY and plans["x"]["order"] == 2  # track continuity
     assert plans["v_r"]["step"] == 0.005 and plans["v_r"]["gcd"] == 5  # native 0.025 grid
 
@@ -177,9 +180,9 @@ def test_empty_and_one_point(n):
     frame = radar(n, 4)
     payload = RadarAdaptiveCodec().encode(frame)
     check(frame, decode(payload))
-    # measured: 53 bytes of container (no frame id), 18 of layout; a single point
-    # is all constants, 25 bytes of values in the header and no range-coded words
-    assert len(payload) == (71 if n == 0 else 96)
+    # measured: 53 bytes of container (no frame id), 11 of layout; a single point
+    # is all constants, 25 bytes of plans and values and no range-coded words
+    assert len(payload) == (64 if n == 0 else 89)
     assert section_sizes(unpack(payload))["coded"] == 0
 
 

@@ -49,6 +49,7 @@ in the metadata) still decode.
 
 from __future__ import annotations
 
+import math
 import struct
 
 import numpy as np
@@ -69,13 +70,14 @@ VELOCITY_NAMES = ("v_r", "v_r_compensated", "v_rel", "vx", "vy", "vz", "velocity
 RCS_NAMES = ("rcs", "rcs_dbsm")
 PERIODS = (1, 2, 3, 4, 8, 12, 14, 16, 24, 32, 64)
 MAX_INT = 2 ** 45
+MAX_RESIDUAL = 2 ** 46  # the entropy coder's limit (zigzag below 2**48 with room)
 # Finer grids tried for data that sits exactly on a grid coarser than the
 # requested one but not a multiple of it (0.025 m/s against 0.01 m/s).
 NATIVE_GRID_DIVISORS = (2, 4, 5, 10)
 
 SECTION_FORMAT = 2  # 1 was the JSON field plan in the container metadata
-# Part of the wire format: a name's index here is what the payload stores.
-# Append only; a change of meaning needs a new SECTION_FORMAT.
+# Part of the wire format: a name's index + 1 is what the payload stores, in
+# 5 bits (the table is full at 31); a change needs a new SECTION_FORMAT.
 FIELD_NAMES = ("x", "y", "z", "rcs", "v_r", "v_r_compensated", "time", "track_id",
                "new_track", "intensity", "range", "azimuth", "elevation", "doppler",
                "velocity", "v_rel", "vx", "vy", "vz", "snr", "noise", "id", "ring",
@@ -91,7 +93,12 @@ LAYOUT_ORGANISED, LAYOUT_OFFSETS, LAYOUT_ORDER, LAYOUT_INTS_FIRST = 1, 2, 4, 8
 # follows (bit 5), domain (bits 6-7).
 DOMAIN_GRID, DOMAIN_BITS, DOMAIN_RAW = 0, 1, 2
 PLAN_CONST, PLAN_GCD = 0x10, 0x20
-PRED_NONE, PRED_PERIOD, PRED_REF, PRED_RADIAL, PRED_KEY = range(5)
+PRED_NONE, PRED_PERIOD, PRED_REF, PRED_RADIAL, PRED_KEY, PRED_RANGE, PRED_MATCH = range(7)
+# The range and match predictors decode one detection at a time (each needs
+# the one before): refused beyond this many detections, so that a forged
+# count cannot make the decoder loop for minutes.
+MAX_SEQUENTIAL_POINTS = 1 << 17
+RANGE_SORTED_FRACTION = 0.6  # detections not closer than the previous one
 PRED_CONTEXT = 0x08  # with a predictor: residuals get one adaptive model per key value
 MAX_CONTEXTS = 64
 NO_REF = 0  # field references are stored as index + 1
@@ -250,6 +257,74 @@ def _undo_key_prediction(res: np.ndarray, keys: np.ndarray, order: int) -> np.nd
     return out
 
 
+def _match_prediction(values: np.ndarray, residuals: bool = False) -> np.ndarray:
+    """What followed the last occurrence of the two previous values (else of the
+    previous value; else the previous value itself): track slots reported in a
+    recurring order. With ``residuals`` the input is ``values - prediction``
+    and the values are rebuilt (the decoder); otherwise the predictions."""
+    seq = values.tolist()
+    out = [0] * len(seq)
+    after_pair: dict = {}
+    after_one: dict = {}
+    known = [0] * len(seq)
+    for i, v in enumerate(seq):
+        if i == 0:
+            pred = 0
+        else:
+            prev = known[i - 1]
+            j = after_pair.get((known[i - 2], prev)) if i > 1 else None
+            if j is None:
+                j = after_one.get(prev)
+            pred = known[j] if j is not None else prev
+            if i > 1:
+                after_pair[(known[i - 2], prev)] = i
+            after_one[prev] = i
+        known[i] = v + pred if residuals else v
+        if residuals and abs(known[i]) >= MAX_INT:
+            raise WireFormatError("radar_ac match predictor decodes beyond 2**45 grid steps")
+        out[i] = pred
+    return np.array(known if residuals else out, np.int64)
+
+
+def _range_sorted(positions: list["_Field"]) -> bool:
+    norm = sum(p.metric() ** 2 for p in positions)
+    return norm.size >= 16 and float(np.mean(np.diff(norm) >= 0)) >= RANGE_SORTED_FRACTION
+
+
+def _range_prediction(f: "_Field", others: list[np.ndarray], sign: int) -> np.ndarray:
+    """x from the previous detection's range and this one's other coordinates:
+    sign * sqrt(r_prev^2 - y^2 - z^2) in grid steps (0 for the first)."""
+    unit = f.gcd * f.step
+    xm = f.base.astype(np.float64) * unit
+    other_sq = _sum_of_squares(others)
+    pred = np.zeros(f.base.size, np.int64)
+    r_sq = xm[:-1] * xm[:-1] + other_sq[:-1]
+    pred[1:] = sign * np.round(np.sqrt(np.maximum(r_sq - other_sq[1:], 0.0)) / unit)
+    return pred
+
+
+def _undo_range_prediction(res: np.ndarray, unit: float, others: list[np.ndarray],
+                           sign: int) -> np.ndarray:
+    """Inverse of ``_range_prediction``, one detection at a time with the same
+    IEEE double operations in the same order (so the same predictions)."""
+    other_sq = _sum_of_squares(others).tolist()
+    out = res.tolist()
+    for i in range(1, len(out)):
+        xm = float(out[i - 1]) * unit
+        r_sq = xm * xm + other_sq[i - 1]
+        out[i] += sign * int(round(math.sqrt(max(r_sq - other_sq[i], 0.0)) / unit))
+        if abs(out[i]) >= MAX_INT:
+            raise WireFormatError("radar_ac range predictor decodes beyond 2**45 grid steps")
+    return np.array(out, np.int64)
+
+
+def _sum_of_squares(values: list[np.ndarray]) -> np.ndarray:
+    total = values[0] * values[0]
+    for v in values[1:]:
+        total = total + v * v
+    return total
+
+
 def _radial_cosine(positions: list[np.ndarray]) -> np.ndarray:
     """First coordinate over the norm of the position (0 at the origin); float64
     elementwise IEEE operations, so encoder and decoder agree bit for bit."""
@@ -286,14 +361,13 @@ def _read_step(p: _Parse) -> float:
 # --- the codec ------------------------------------------------------------------------
 
 class _Field:
-    """One field as integers on its grid, ready for a predictor."""
+    """One field as integers on its grid: value = base * gcd * step (step 0:
+    integers as they are; bits domain: float32 bit patterns)."""
 
-    def __init__(self, index: int, name: str, domain: int, step: float, ints: np.ndarray,
-                 gcd: int) -> None:
+    def __init__(self, index: int, name: str, domain: int, step: float, base: np.ndarray,
+                 gcd: int, is_float: bool) -> None:
         self.index, self.name, self.domain, self.step = index, name, domain, step
-        self.gcd = gcd
-        self.base = ints // gcd
-        self.dtype_is_float = True
+        self.base, self.gcd, self.is_float = base, gcd, is_float
 
     @property
     def unit(self) -> tuple:
@@ -391,8 +465,9 @@ class RadarAdaptiveCodec(Codec):
                     raw_parts.append(_shuffle(pts[name]))
                 continue
             domain, step, ints = got
-            columns[i] = _Field(i, name, domain, step, ints, _gcd(ints))
-            columns[i].dtype_is_float = np.issubdtype(sub, np.floating)
+            gcd = _gcd(ints)
+            columns[i] = _Field(i, name, domain, step, ints // gcd, gcd,
+                                bool(np.issubdtype(sub, np.floating)))
         order = self._coding_order(columns, names)
 
         flags = (LAYOUT_ORGANISED if frame.height > 1 else 0) | (0 if packed else LAYOUT_OFFSETS)
@@ -413,17 +488,17 @@ class RadarAdaptiveCodec(Codec):
             head.varint(frame.height)
         head.varint(len(names))
         for name, dstr, _, count in fields:
-            code = FIELD_NAMES.index(name) + 1 if name in FIELD_NAMES else 0
-            head.u8(code)
+            # One byte for a scalar field of a known name: name code, type code.
+            code = FIELD_NAMES.index(name) + 1 if name in FIELD_NAMES and count == 1 else 0
+            head.u8(code << 3 | FIELD_TYPES.index(dstr))
             if not code:
                 encoded = name.encode("utf-8")
-                if len(encoded) > 255:
-                    raise CodecError(f"field name {name!r} is longer than 255 bytes")
-                head.u8(len(encoded))
+                if len(encoded) > 127:
+                    raise CodecError(f"field name {name!r} is longer than 127 bytes")
+                head.u8(len(encoded) | (0x80 if count > 1 else 0))
                 head.raw(encoded)
-            head.u8(FIELD_TYPES.index(dstr) | (0x80 if count > 1 else 0))
-            if count > 1:
-                head.varint(count)
+                if count > 1:
+                    head.varint(count)
         if not packed:
             for _, _, off, _ in fields:
                 head.varint(off)
@@ -437,8 +512,9 @@ class RadarAdaptiveCodec(Codec):
         for i in order:
             self._plan_and_write(columns[i], coded, head, writer)
             coded.append(columns[i])
-        for i in verbatim if n else ():
-            head.u8(DOMAIN_RAW << 6)
+        if n:
+            for i in verbatim:
+                head.u8(DOMAIN_RAW << 6)
         raw = b"".join(raw_parts)
         sections = [head.getvalue() + writer.finish()]
         if raw:
@@ -448,15 +524,21 @@ class RadarAdaptiveCodec(Codec):
     @staticmethod
     def _coding_order(columns: dict[int, "_Field"], names) -> list[int]:
         """Integer fields first (they can key the others), then positions (the
-        radial predictor needs them), then the rest in layout order."""
-        ints = [i for i, f in columns.items() if not f.dtype_is_float]
-        pos = [i for i in columns if i not in ints and names[i].lower() in ("x", "y", "z")]
-        return ints + pos + [i for i in columns if i not in ints and i not in pos]
+        radial predictor needs them), then the rest in layout order. When the
+        detections come sorted by range, x goes after y and z, so that the
+        range predictor can give it from the previous detection's range."""
+        ints = [i for i, f in columns.items() if not f.is_float]
+        pos = {names[i].lower(): i for i in columns
+               if i not in ints and names[i].lower() in ("x", "y", "z")}
+        order = [pos[k] for k in ("x", "y", "z") if k in pos]
+        if len(pos) == 3 and _range_sorted([columns[pos[k]] for k in ("x", "y", "z")]):
+            order = [pos["y"], pos["z"], pos["x"]]
+        return ints + order + [i for i in columns if i not in ints and i not in order]
 
     def _plan_and_write(self, f: _Field, coded: list[_Field], head: _Bytes,
                         writer: StreamWriter) -> None:
         n = f.base.size
-        grid_step = f.domain == DOMAIN_GRID and f.dtype_is_float
+        grid_step = f.domain == DOMAIN_GRID and f.is_float
         if (f.base == f.base[0]).all():
             head.u8(f.domain << 6 | PLAN_CONST)
             if grid_step:
@@ -464,17 +546,17 @@ class RadarAdaptiveCodec(Codec):
             head.svarint(int(f.base[0]) * f.gcd)
             f.base, f.gcd = f.base * f.gcd, 1  # what the decoder rebuilds
             return
-        candidates = [(adaptive_cost_bits(f.base), (PRED_NONE,), f.base)]
-        for p in PERIODS:
-            if p < n:
-                res = period_residual(f.base, p)
-                candidates.append((adaptive_cost_bits(res), (PRED_PERIOD, p), res))
-        for o in coded:
-            if o.unit == f.unit:
-                res = f.base - o.base
-                candidates.append((adaptive_cost_bits(res), (PRED_REF, o.index), res))
+        candidates = [_candidate(f.base, (PRED_NONE,))]
+        candidates += [_candidate(period_residual(f.base, p), (PRED_PERIOD, p))
+                       for p in PERIODS if p < n]
+        candidates += [_candidate(f.base - o.base, (PRED_REF, o.index))
+                       for o in coded if o.unit == f.unit]
         candidates += self._radial_candidates(f, coded)
         candidates += self._key_candidates(f, coded)
+        candidates += self._range_candidates(f, coded)
+        if not f.is_float and 2 < n <= MAX_SEQUENTIAL_POINTS:
+            candidates.append(_candidate(f.base - _match_prediction(f.base), (PRED_MATCH,)))
+        candidates = [c for c in candidates if c is not None]
         cost, plan, res = min(candidates, key=lambda c: c[0])
         context = None
         for key in coded:  # one model per key value (per track slot) where that pays
@@ -504,6 +586,11 @@ class RadarAdaptiveCodec(Codec):
         elif plan[0] == PRED_KEY:
             head.varint(plan[1])
             head.u8(plan[2])
+        elif plan[0] == PRED_RANGE:
+            _, others, sign = plan
+            head.u8(len(others) | (0x80 if sign < 0 else 0))
+            for i in others:
+                head.varint(i)
         if context is None:
             write_adaptive(writer, res)
         else:
@@ -530,10 +617,22 @@ class RadarAdaptiveCodec(Codec):
             if c == 0 or abs(c) > MAX_INT // 4:
                 continue
             res = target - np.round(c * cos).astype(np.int64)
-            out.append((adaptive_cost_bits(res),
-                        (PRED_RADIAL, [p.index for p in pos],
-                         None if ref is None else ref.index, c), res))
+            out.append(_candidate(res, (PRED_RADIAL, [p.index for p in pos],
+                                        None if ref is None else ref.index, c)))
         return out
+
+    @staticmethod
+    def _range_candidates(f: _Field, coded: list[_Field]) -> list:
+        if (f.domain != DOMAIN_GRID or f.step == 0 or f.name.lower() != "x"
+                or not 1 < f.base.size <= MAX_SEQUENTIAL_POINTS):
+            return []
+        others = [o for o in coded if o.name.lower() in ("y", "z") and o.domain == DOMAIN_GRID
+                  and o.step > 0]
+        if len(others) != 2:
+            return []
+        sign = -1 if (f.base < 0).sum() * 2 > f.base.size else 1
+        pred = _range_prediction(f, [o.metric() for o in others], sign)
+        return [_candidate(f.base - pred, (PRED_RANGE, [o.index for o in others], sign))]
 
     @staticmethod
     def _key_candidates(f: _Field, coded: list[_Field]) -> list:
@@ -545,8 +644,8 @@ class RadarAdaptiveCodec(Codec):
             if (prev >= 0).sum() < f.base.size // 2:  # keys must repeat to help
                 continue
             for order in (1, 2):
-                res = f.base - _key_prediction(f.base, prev, order)
-                out.append((adaptive_cost_bits(res), (PRED_KEY, key.index, order), res))
+                out.append(_candidate(f.base - _key_prediction(f.base, prev, order),
+                                      (PRED_KEY, key.index, order)))
         return out
 
     # -- decoder --
@@ -572,74 +671,6 @@ class RadarAdaptiveCodec(Codec):
                                    c.frame_id)
         except InvalidFrameError as exc:  # a layout that no cloud may have
             raise WireFormatError(f"radar_ac payload describes an invalid cloud: {exc}") from None
-
-    @staticmethod
-    def _read_plan(p: _Parse, i: int, fields: list, seen: dict, n: int):
-        name, dstr, _, repeat = fields[i]
-        byte = p.u8("field plan")
-        domain, pred = byte >> 6, byte & 0x0F
-        if domain == DOMAIN_RAW:
-            if byte != DOMAIN_RAW << 6:
-                raise WireFormatError(f"radar_ac verbatim field {name!r} has plan {byte:#x}")
-            seen[i] = None
-            return None
-        if repeat != 1:
-            raise WireFormatError(f"radar_ac array field {name!r} must be verbatim")
-        if domain not in (DOMAIN_GRID, DOMAIN_BITS):
-            raise WireFormatError(f"radar_ac field {name!r} has unknown domain {domain}")
-        is_float = "f" in dstr
-        if domain == DOMAIN_BITS and dstr != "<f4":
-            raise WireFormatError(f"radar_ac bit-pattern coding of {name!r} needs float32, "
-                                  f"field is {dstr}")
-        step = _read_step(p) if domain == DOMAIN_GRID and is_float else 0.0
-        plan = {"index": i, "name": name, "dtype": np.dtype(dstr), "domain": domain,
-                "step": step}
-        seen[i] = plan
-        if byte & PLAN_CONST:
-            if byte & (PLAN_GCD | 0x0F):
-                raise WireFormatError(f"radar_ac constant field {name!r} has plan {byte:#x}")
-            plan.update(kind="const", value=p.svarint("constant"))
-            return plan
-        gcd = p.varint("common factor") if byte & PLAN_GCD else 1
-        if gcd == 0:
-            raise WireFormatError(f"radar_ac field {name!r} has common factor 0")
-        context = pred & PRED_CONTEXT
-        pred &= ~PRED_CONTEXT
-        plan.update(kind="stream", gcd=gcd, pred=pred)
-
-        def earlier(what: str, j: int) -> int:
-            if j == i or seen.get(j) is None:
-                raise WireFormatError(f"radar_ac field {name!r} refers to field {j} as its "
-                                      f"{what}, which is not coded before it")
-            return j
-
-        if pred == PRED_NONE:
-            pass
-        elif pred == PRED_PERIOD:
-            plan["period"] = p.varint("period", max(n, 1))
-        elif pred == PRED_REF:
-            plan["ref"] = earlier("reference", p.varint("reference field", 4095))
-        elif pred == PRED_RADIAL:
-            npos = p.u8("position count")
-            if npos not in (2, 3):
-                raise WireFormatError(f"radar_ac radial predictor of {name!r} needs 2 or 3 "
-                                      f"position fields, has {npos}")
-            plan["pos"] = [earlier("position", p.varint("position field", 4095))
-                           for _ in range(npos)]
-            ref = p.varint("reference field", 4096)
-            plan["ref"] = None if ref == NO_REF else earlier("reference", ref - 1)
-            plan["c"] = p.svarint("radial coefficient")
-            if abs(plan["c"]) > MAX_INT // 4:
-                raise WireFormatError(f"radar_ac radial coefficient {plan['c']} is too large")
-        elif pred == PRED_KEY:
-            plan["key"] = earlier("key", p.varint("key field", 4095))
-            plan["order"] = p.u8("key order")
-            if plan["order"] not in (1, 2):
-                raise WireFormatError(f"radar_ac key predictor order {plan['order']} is unknown")
-        else:
-            raise WireFormatError(f"radar_ac field {name!r} has unknown predictor {pred}")
-        plan["context"] = earlier("context", p.varint("context field", 4095)) if context else None
-        return plan
 
     @staticmethod
     def _decode_field(plan: dict, reader: StreamReader, decoded: dict, records: np.ndarray,
@@ -685,8 +716,17 @@ class RadarAdaptiveCodec(Codec):
                 base = res + np.round(plan["c"] * cos).astype(np.int64)
                 if plan["ref"] is not None:
                     base = base + grid_of(plan["ref"]).base
-            else:
+            elif pred == PRED_KEY:
                 base = _undo_key_prediction(res, grid_of(plan["key"]).base, plan["order"])
+            elif pred == PRED_MATCH:
+                base = _match_prediction(res, residuals=True)
+            else:
+                others = [grid_of(j) for j in plan["others"]]
+                if any(q.domain != DOMAIN_GRID for q in others):
+                    raise WireFormatError(f"radar_ac range predictor of {name!r} names a "
+                                          "position field that is not on a grid")
+                base = _undo_range_prediction(res, gcd * step, [q.metric() for q in others],
+                                              plan["sign"])
             if np.abs(base).max() >= MAX_INT // max(gcd, 1):
                 raise WireFormatError(f"radar_ac field {name!r} decodes to values beyond "
                                       f"2**45 grid steps")
@@ -698,10 +738,7 @@ class RadarAdaptiveCodec(Codec):
             records[name] = _ordered_to_float32(ints)
         else:
             records[name] = _dequantise(ints, step, dt)
-        out = _Field.__new__(_Field)
-        out.index, out.name, out.domain, out.step = plan["index"], name, plan["domain"], step
-        out.gcd, out.base = gcd, base
-        return out
+        return _Field(plan["index"], name, plan["domain"], step, base, gcd, dt.kind == "f")
 
     @staticmethod
     def _decode_raw(c: Container, raw_fields: list[int], fields: list, records: np.ndarray,
@@ -748,19 +785,16 @@ def _read_header(c: Container) -> _Header:
         raise WireFormatError("radar_ac layout has no fields")
     fields = []
     for _ in range(count):
-        code = p.u8("field name")
+        byte = p.u8("field")
+        code, dstr, repeat = byte >> 3, FIELD_TYPES[byte & 7], 1
         if code == 0:
-            name = p.take(p.u8("field name length"), "field name").decode("utf-8", "replace")
-        elif code <= len(FIELD_NAMES):
-            name = FIELD_NAMES[code - 1]
+            length = p.u8("field name length")
+            name = p.take(length & 0x7F, "field name").decode("utf-8", "replace")
+            if length & 0x80:
+                repeat = p.varint("field count", 1024)
         else:
-            raise WireFormatError(f"radar_ac field name code {code} is not in this decoder's "
-                                  f"table of {len(FIELD_NAMES)}")
-        t = p.u8("field type")
-        if t & 0x7F >= len(FIELD_TYPES):
-            raise WireFormatError(f"radar_ac field type code {t & 0x7F} is unknown")
-        repeat = p.varint("field count", 1024) if t & 0x80 else 1
-        fields.append([name, FIELD_TYPES[t & 0x7F], 0, repeat])
+            name = FIELD_NAMES[code - 1]
+        fields.append([name, dstr, 0, repeat])
     if len({fld[0] for fld in fields}) != count:
         raise WireFormatError("radar_ac layout names a field twice")
     if flags & LAYOUT_OFFSETS:
@@ -786,8 +820,99 @@ def _read_header(c: Container) -> _Header:
     plans: list = []
     if n:
         seen: dict = {}
-        plans = [RadarAdaptiveCodec._read_plan(p, i, fields, seen, n) for i in order]
+        plans = [_read_plan(p, i, fields, seen, n) for i in order]
     return _Header(records, height, width, fields, order, plans, p.pos)
+
+
+def _read_plan(p: _Parse, i: int, fields: list, seen: dict, n: int):
+    name, dstr, _, repeat = fields[i]
+    byte = p.u8("field plan")
+    domain, pred = byte >> 6, byte & 0x0F
+    if domain == DOMAIN_RAW:
+        if byte != DOMAIN_RAW << 6:
+            raise WireFormatError(f"radar_ac verbatim field {name!r} has plan {byte:#x}")
+        seen[i] = None
+        return None
+    if repeat != 1:
+        raise WireFormatError(f"radar_ac array field {name!r} must be verbatim")
+    if domain not in (DOMAIN_GRID, DOMAIN_BITS):
+        raise WireFormatError(f"radar_ac field {name!r} has unknown domain {domain}")
+    is_float = "f" in dstr
+    if domain == DOMAIN_BITS and dstr != "<f4":
+        raise WireFormatError(f"radar_ac bit-pattern coding of {name!r} needs float32, "
+                              f"field is {dstr}")
+    step = _read_step(p) if domain == DOMAIN_GRID and is_float else 0.0
+    plan = {"index": i, "name": name, "dtype": np.dtype(dstr), "domain": domain,
+            "step": step}
+    seen[i] = plan
+    if byte & PLAN_CONST:
+        if byte & (PLAN_GCD | 0x0F):
+            raise WireFormatError(f"radar_ac constant field {name!r} has plan {byte:#x}")
+        plan.update(kind="const", value=p.svarint("constant"))
+        return plan
+    gcd = p.varint("common factor") if byte & PLAN_GCD else 1
+    if gcd == 0:
+        raise WireFormatError(f"radar_ac field {name!r} has common factor 0")
+    context = pred & PRED_CONTEXT
+    pred &= ~PRED_CONTEXT
+    plan.update(kind="stream", gcd=gcd, pred=pred)
+
+    def earlier(what: str, j: int) -> int:
+        if j == i or seen.get(j) is None:
+            raise WireFormatError(f"radar_ac field {name!r} refers to field {j} as its "
+                                  f"{what}, which is not coded before it")
+        return j
+
+    if pred == PRED_NONE:
+        pass
+    elif pred == PRED_PERIOD:
+        plan["period"] = p.varint("period", max(n, 1))
+    elif pred == PRED_REF:
+        plan["ref"] = earlier("reference", p.varint("reference field", 4095))
+    elif pred == PRED_RADIAL:
+        npos = p.u8("position count")
+        if npos not in (2, 3):
+            raise WireFormatError(f"radar_ac radial predictor of {name!r} needs 2 or 3 "
+                                  f"position fields, has {npos}")
+        plan["pos"] = [earlier("position", p.varint("position field", 4095))
+                       for _ in range(npos)]
+        ref = p.varint("reference field", 4096)
+        plan["ref"] = None if ref == NO_REF else earlier("reference", ref - 1)
+        plan["c"] = p.svarint("radial coefficient")
+        if abs(plan["c"]) > MAX_INT // 4:
+            raise WireFormatError(f"radar_ac radial coefficient {plan['c']} is too large")
+    elif pred == PRED_RANGE:
+        if n > MAX_SEQUENTIAL_POINTS or step == 0:
+            raise WireFormatError(f"radar_ac range predictor of {name!r} needs a grid step and "
+                                  f"at most {MAX_SEQUENTIAL_POINTS} detections, has {n}")
+        byte = p.u8("range predictor")
+        plan["sign"] = -1 if byte & 0x80 else 1
+        plan["others"] = [earlier("position", p.varint("position field", 4095))
+                          for _ in range(byte & 0x7F)]
+        if not 1 <= len(plan["others"]) <= 2:
+            raise WireFormatError(f"radar_ac range predictor of {name!r} names "
+                                  f"{len(plan['others'])} other position fields")
+    elif pred == PRED_MATCH:
+        if n > MAX_SEQUENTIAL_POINTS:
+            raise WireFormatError(f"radar_ac match predictor of {name!r} takes at most "
+                                  f"{MAX_SEQUENTIAL_POINTS} detections, has {n}")
+    elif pred == PRED_KEY:
+        plan["key"] = earlier("key", p.varint("key field", 4095))
+        plan["order"] = p.u8("key order")
+        if plan["order"] not in (1, 2):
+            raise WireFormatError(f"radar_ac key predictor order {plan['order']} is unknown")
+    else:
+        raise WireFormatError(f"radar_ac field {name!r} has unknown predictor {pred}")
+    plan["context"] = earlier("context", p.varint("context field", 4095)) if context else None
+    return plan
+
+
+def _candidate(res: np.ndarray, plan: tuple) -> tuple | None:
+    """(exact cost in bits, plan, residuals), or None for residuals beyond what the
+    entropy coder takes (extrapolating from values near 2**45)."""
+    if res.size and np.abs(res).max() >= MAX_RESIDUAL:
+        return None
+    return adaptive_cost_bits(res), plan, res
 
 
 def _context_groups(key: "_Field", limit: int = MAX_CONTEXTS) -> list[np.ndarray] | None:
