@@ -2,13 +2,16 @@
 
     ros2 launch sensor_codec compress_pipeline.launch.py \\
         [config:=my_pipeline.yaml] [encoder:=true] [decoder:=true] \\
-        [bag:=/path/to/bag] [rate:=1.0] [loop:=false]
+        [bag:=/path/to/bag] [rate:=1.0] [loop:=false] [camera_bandwidth_kbps:=500]
 
 The nodes, their parameters files and arguments come from
 ``sensor_codec.graph.pipeline_graph``, the same description
 ``sensor-codec launch`` runs, so the two cannot drift apart. Topic names and
 codec settings live in the parameters file (config/pipeline.yaml by default);
-nothing here repeats a node default.
+nothing here repeats a node default. ``camera_bandwidth_kbps`` (empty: as the
+parameters file says) sets the encoder's bit-rate target per camera topic;
+``config:=<share>/config/pipeline_learned.yaml`` runs the learned camera
+codec with semantic map topics and semantic lidar steering.
 """
 
 import os
@@ -33,6 +36,12 @@ def _flag(context, name):
 def _pipeline_nodes(context, *args, **kwargs):
     """Build the Node actions once the launch arguments are known."""
     bag = LaunchConfiguration("bag").perform(context).strip()
+    bandwidth = LaunchConfiguration("camera_bandwidth_kbps").perform(context).strip()
+    try:
+        bandwidth_kbps = float(bandwidth) if bandwidth else None
+    except ValueError:
+        raise ValueError(f"launch argument camera_bandwidth_kbps:={bandwidth!r} must be a "
+                         f"number of kbit/s (0 = off) or empty") from None
     specs = pipeline_graph(
         LaunchConfiguration("config").perform(context),
         encoder=_flag(context, "encoder"),
@@ -40,6 +49,7 @@ def _pipeline_nodes(context, *args, **kwargs):
         bag=bag or None,
         rate=float(LaunchConfiguration("rate").perform(context)),
         loop=_flag(context, "loop"),
+        camera_bandwidth_kbps=bandwidth_kbps,
     )
     nodes = []
     for spec in specs:
@@ -76,6 +86,10 @@ def generate_launch_description():
                               description="bag replay rate factor"),
         DeclareLaunchArgument("loop", default_value="false", choices=["true", "false"],
                               description="replay the bag in a loop"),
+        DeclareLaunchArgument("camera_bandwidth_kbps", default_value="",
+                              description="bit-rate target per camera topic in kbit/s, the "
+                                          "encoder picks the quality per frame (0 = off; "
+                                          "empty: as the parameters file says)"),
         # Shared memory sized for multi-megabyte frames; see the profile's comments.
         SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
                                os.path.join(share, "config", FASTDDS_PROFILE)),

@@ -9,9 +9,15 @@ The graph::
 
     bag_player --(raw topics)--> encoder --(<topic>/sensor_codec)--> decoder --(<topic>/decoded)
 
+With a camera codec that computes a semantic map (``camera_learned``), the
+encoder also publishes it on ``<camera topic>/semantic`` and the decoder the
+map it regenerates on ``<camera topic>/decoded/semantic`` (``semantic_topics``).
+
 Topic names and codec settings come from the parameters file
-(``config/pipeline.yaml``); only what the command line chooses (which
-nodes, which bag, replay rate) is added here.
+(``config/pipeline.yaml``; ``config/pipeline_learned.yaml`` for the learned
+camera codec with semantic topics, lidar steering and a bandwidth target);
+only what the command line chooses (which nodes, which bag, replay rate, a
+camera bandwidth target) is added here.
 """
 
 from __future__ import annotations
@@ -139,17 +145,47 @@ def absolute_topic(topic: str, namespace: str = "/") -> str:
     return namespace.rstrip("/") + "/" + topic
 
 
+def semantic_topics(nodes: dict[str, dict[str, Any]]) -> list[str]:
+    """The semantic-map topics a pipeline with these parameters (``load_config``'s
+    result) publishes: the encoder's, then the decoder's; none unless the camera
+    codec computes a semantic map."""
+    from .codecs import codec_class  # the registry: no ROS
+
+    encoder = nodes.get(ENCODER_NAME, {})
+    camera = encoder.get("camera") if isinstance(encoder.get("camera"), dict) else {}
+    codec = camera.get("codec", encoder.get("camera.codec", "jpeg"))
+    cameras = encoder.get("camera_topics") or []
+    if not cameras or not hasattr(codec_class(codec), "encode_with_semantic"):
+        return []
+    topics = []
+    suffix = encoder.get("semantic_topic_suffix", SEMANTIC_SUFFIX)
+    if suffix:
+        topics += [t + suffix for t in cameras]
+    decoder = nodes.get(DECODER_NAME, {})
+    suffix = decoder.get("semantic_topic_suffix", SEMANTIC_SUFFIX)
+    outputs = dict(zip(decoder.get("input_topics") or encoder_output_topics(encoder),
+                       decoder.get("output_topics") or []))
+    if suffix:
+        for topic in cameras:
+            compressed = topic + COMPRESSED_SUFFIX
+            topics.append(outputs.get(compressed, topic + DECODED_SUFFIX) + suffix)
+    return topics
+
+
 def pipeline_graph(config_file: str | os.PathLike | None = None, encoder: bool = True,
                    decoder: bool = True, bag: str | os.PathLike | None = None,
                    rate: float = DEFAULT_RATE, loop: bool = False,
                    topics: list[str] | None = None,
-                   wait_for_subscribers: float = DEFAULT_WAIT_FOR_SUBSCRIBERS) -> list[NodeSpec]:
+                   wait_for_subscribers: float = DEFAULT_WAIT_FOR_SUBSCRIBERS,
+                   camera_bandwidth_kbps: float | None = None) -> list[NodeSpec]:
     """The processes of the compress pipeline, bag player first.
 
     ``config_file`` is a ROS 2 parameters file with an entry per node name
     (``sensor_codec_encoder``, ``sensor_codec_decoder``); the default is the
     installed ``config/pipeline.yaml``. When the decoder's entry names no
     ``input_topics``, it decodes every topic the encoder publishes.
+    ``camera_bandwidth_kbps`` (None: as the file says) overrides the encoder's
+    ``camera.bandwidth_kbps``.
     """
     config = Path(config_file) if config_file else default_config()
     nodes = load_config(config)
@@ -157,6 +193,10 @@ def pipeline_graph(config_file: str | os.PathLike | None = None, encoder: bool =
         raise ConfigError(f"replay rate must be a positive number, got {rate!r}")
     if wait_for_subscribers < 0:
         raise ConfigError(f"wait_for_subscribers must be >= 0 s, got {wait_for_subscribers!r}")
+    if camera_bandwidth_kbps is not None and not (math.isfinite(camera_bandwidth_kbps)
+                                                  and camera_bandwidth_kbps >= 0):
+        raise ConfigError(f"camera bandwidth target must be >= 0 kbit/s (0 = off), got "
+                          f"{camera_bandwidth_kbps!r}")
     specs: list[NodeSpec] = []
     if bag:
         bag_path = Path(bag)
@@ -173,8 +213,10 @@ def pipeline_graph(config_file: str | os.PathLike | None = None, encoder: bool =
                           "--wait-topics", *(absolute_topic(t) for t in wait_topics)]
         specs.append(NodeSpec(PACKAGE, "bag_player", BAG_PLAYER_NAME, arguments=arguments))
     if encoder:
+        overrides = ({} if camera_bandwidth_kbps is None
+                     else {"camera.bandwidth_kbps": float(camera_bandwidth_kbps)})
         specs.append(NodeSpec(PACKAGE, "encoder_node", ENCODER_NAME,
-                              parameter_files=[str(config)]))
+                              parameter_files=[str(config)], parameters=overrides))
     if decoder:
         parameters = {}
         decoder_params = nodes.get(DECODER_NAME, {})

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from .errors import ConfigError
-from .graph import (DEFAULT_RATE, NodeSpec, fastdds_profile, pipeline_environment,
-                    pipeline_graph, ros_args)
+from .graph import (DEFAULT_RATE, NodeSpec, default_config, fastdds_profile, load_config,
+                    pipeline_environment, pipeline_graph, ros_args, semantic_topics)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE,
                         help="replay rate factor (default %(default)s)")
     parser.add_argument("--loop", action="store_true", help="replay the bag in a loop")
+    parser.add_argument("--camera-bandwidth-kbps", type=float, default=None, metavar="KBPS",
+                        help="bit-rate target per camera topic; the encoder picks the camera "
+                             "codec's quality per frame (0 = off; default: as the config says)")
     parser.add_argument("--fastdds-profile", type=Path, default=None,
                         help="FastDDS XML profile (default: the installed "
                              "config/fastdds_profile.xml)")
@@ -72,13 +75,16 @@ def launch_environment(profile: Path | None, base: dict[str, str] | None = None)
 def run(args: argparse.Namespace) -> int:
     specs = pipeline_graph(args.config, encoder=not args.no_encoder,
                            decoder=not args.no_decoder, bag=args.bag, rate=args.rate,
-                           loop=args.loop)
+                           loop=args.loop, camera_bandwidth_kbps=args.camera_bandwidth_kbps)
     if not specs:
         raise ConfigError("nothing to launch: --no-encoder and --no-decoder without --bag")
     profile = args.fastdds_profile or fastdds_profile()
     if not Path(profile).is_file():
         raise ConfigError(f"FastDDS profile {str(profile)!r} does not exist")
     env = launch_environment(profile)
+    semantic = semantic_topics(load_config(args.config or default_config()))
+    if semantic:
+        log.info("semantic maps (mono8 class ids) on: %s", ", ".join(semantic))
     return run_processes(specs, env)
 
 

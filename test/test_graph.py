@@ -17,6 +17,7 @@ from sensor_codec.graph import NodeSpec, param_value, pipeline_graph, ros_args
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_CONFIG = REPO / "config" / "pipeline.yaml"
+LEARNED_CONFIG = REPO / "config" / "pipeline_learned.yaml"
 
 
 @pytest.fixture
@@ -99,25 +100,67 @@ def test_shipped_config_is_consistent():
     assert specs[1].parameters == {}  # input_topics come from the file
 
 
-def test_shipped_config_uses_only_declared_parameters():
-    """Every key in config/pipeline.yaml is a parameter the encoder declares,
-    with a value its table accepts (a typo would otherwise fail at start-up)."""
+def test_learned_config_is_consistent():
+    nodes = graph.load_config(LEARNED_CONFIG)
+    encoder, decoder = nodes[graph.ENCODER_NAME], nodes[graph.DECODER_NAME]
+    assert decoder["input_topics"] == graph.encoder_output_topics(encoder)
+    assert graph.encoder_input_topics(encoder) == graph.encoder_input_topics(
+        graph.load_config(SHIPPED_CONFIG)[graph.ENCODER_NAME])
+    assert graph.semantic_topics(nodes) == ["camera/image_raw/semantic",
+                                            "camera/image_raw/decoded/semantic"]
+    assert (encoder["camera"]["codec"], encoder["lidar"]["codec"]) == ("camera_learned",
+                                                                       "rangecode")
+    assert encoder["lidar"]["semantic"] is True
+
+
+def test_semantic_topics_follow_codec_suffix_and_outputs():
+    assert graph.semantic_topics(graph.load_config(SHIPPED_CONFIG)) == []  # jpeg: no map
+    nodes = {graph.ENCODER_NAME: {"camera_topics": ["cam/a", "cam/b"],
+                                  "camera": {"codec": "camera_learned"}},
+             graph.DECODER_NAME: {"input_topics": ["cam/a/sensor_codec", "cam/b/sensor_codec"],
+                                  "output_topics": ["front", "rear"]}}
+    assert graph.semantic_topics(nodes) == ["cam/a/semantic", "cam/b/semantic",
+                                            "front/semantic", "rear/semantic"]
+    nodes[graph.ENCODER_NAME]["semantic_topic_suffix"] = ""
+    nodes[graph.DECODER_NAME]["semantic_topic_suffix"] = "/labels"
+    assert graph.semantic_topics(nodes) == ["front/labels", "rear/labels"]
+
+
+def test_camera_bandwidth_override_reaches_the_encoder_only(config):
+    encoder, decoder = pipeline_graph(config, camera_bandwidth_kbps=500)
+    assert encoder.parameters == {"camera.bandwidth_kbps": 500.0}
+    assert ros_args(encoder)[-2:] == ["-p", "camera.bandwidth_kbps:=500.0"]
+    assert "camera.bandwidth_kbps" not in decoder.parameters
+    assert pipeline_graph(config)[0].parameters == {}  # None: as the file says
+    with pytest.raises(ConfigError, match="bandwidth target must be >= 0 kbit/s"):
+        pipeline_graph(config, camera_bandwidth_kbps=-5.0)
+
+
+@pytest.mark.parametrize("config_file", [SHIPPED_CONFIG, LEARNED_CONFIG])
+def test_shipped_config_uses_only_declared_parameters(config_file):
+    """Every key in the shipped parameters files is a parameter the node
+    declares, with a value its table accepts (a typo would otherwise fail at
+    start-up)."""
     pytest.importorskip("rclpy", reason="the node parameter tables import rclpy")
     from sensor_codec.codecs import codec_class
     from sensor_codec.frames import Modality
-    from sensor_codec.nodes import _ros_common, encoder_node
+    from sensor_codec.nodes import _ros_common, decoder_node, encoder_node
 
-    encoder = graph.load_config(SHIPPED_CONFIG)[graph.ENCODER_NAME]
+    encoder = graph.load_config(config_file)[graph.ENCODER_NAME]
     flat = _flatten(encoder)
-    specs = {s.name: s for s in encoder_node.TOPIC_PARAMS + _ros_common.COMMON_PARAMS}
+    specs = {s.name: s for s in encoder_node.TOPIC_PARAMS + _ros_common.COMMON_PARAMS
+             + encoder_node.EXTRA_PARAMS}
     for m in Modality:
         codec = flat.get(f"{m.label}.codec", encoder_node.DEFAULT_CODECS[m])
         specs[f"{m.label}.codec"] = encoder_node.codec_param(m)
         for p in codec_class(codec).params:
             specs[f"{m.label}.{p.name}"] = _ros_common.ParamSpec.from_codec_param(m.label, p, codec)
+    decoder = _flatten(graph.load_config(config_file)[graph.DECODER_NAME])
+    decoder_specs = {s.name: s for s in decoder_node.PARAMS}
+    assert set(decoder) <= set(decoder_specs), set(decoder) - set(decoder_specs)
     assert set(flat) <= set(specs), set(flat) - set(specs)
-    for name, value in flat.items():
-        spec = specs[name]
+    for name, value in list(flat.items()) + list(decoder.items()):
+        spec = specs.get(name) or decoder_specs[name]
         assert isinstance(value, spec.type), (name, value)
         if spec.choices is not None:
             assert value in spec.choices, (name, value)
@@ -256,6 +299,8 @@ def test_launch_command_refuses_bad_requests(tmp_path, capsys):
     assert "cannot read pipeline config" in capsys.readouterr().err
     assert cli_main(["launch", "--fastdds-profile", str(tmp_path / "none.xml")]) == 2
     assert "FastDDS profile" in capsys.readouterr().err
+    assert cli_main(["launch", "--camera-bandwidth-kbps", "-1"]) == 2
+    assert "bandwidth target must be >= 0 kbit/s" in capsys.readouterr().err
 
 
 # Fake node: reports the signal that stopped it in a file. It signals that its

@@ -129,10 +129,13 @@ def test_file_imports_the_real_launch_api():
 
 def test_arguments_and_environment(launch_module):
     ld, arguments, env, opaque = _description(launch_module)
-    assert set(arguments) == {"config", "encoder", "decoder", "bag", "rate", "loop"}
+    assert set(arguments) == {"config", "encoder", "decoder", "bag", "rate", "loop",
+                              "camera_bandwidth_kbps"}
     assert arguments["config"].default_value == str(REPO / "config" / "pipeline.yaml")
-    assert {n: arguments[n].default_value for n in ("encoder", "decoder", "bag", "rate", "loop")} \
-        == {"encoder": "true", "decoder": "true", "bag": "", "rate": "1.0", "loop": "false"}
+    names = ("encoder", "decoder", "bag", "rate", "loop", "camera_bandwidth_kbps")
+    assert {n: arguments[n].default_value for n in names} == {
+        "encoder": "true", "decoder": "true", "bag": "", "rate": "1.0", "loop": "false",
+        "camera_bandwidth_kbps": ""}  # empty: the parameters file decides
     assert arguments["encoder"].choices == ["true", "false"]
     assert [(e.name, e.value) for e in env] == [
         ("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_profile.xml"))]
@@ -191,6 +194,16 @@ def test_bag_and_flags_match_the_graph(launch_module, tmp_path):
                                             {"input_topics": ["lidar/top/sensor_codec"]}]
 
 
+def test_camera_bandwidth_argument_matches_the_graph(launch_module):
+    learned = REPO / "config" / "pipeline_learned.yaml"
+    nodes = _run(launch_module, config=str(learned), camera_bandwidth_kbps="750")
+    assert _actual(nodes) == _expected(pipeline_graph(learned, camera_bandwidth_kbps=750.0))
+    assert nodes[0].kwargs["parameters"] == [str(learned), {"camera.bandwidth_kbps": 750.0}]
+    assert nodes[1].kwargs["parameters"][0] == str(learned)
+
+
 def test_bad_flag_is_refused(launch_module):
     with pytest.raises(ValueError, match="encoder:='yes' must be true or false"):
         _run(launch_module, encoder="yes")
+    with pytest.raises(ValueError, match="camera_bandwidth_kbps:='fast' must be a number"):
+        _run(launch_module, camera_bandwidth_kbps="fast")
