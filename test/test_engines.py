@@ -1418,6 +1418,10 @@ def test_int8_calibrator_hands_tensorrt_device_pointers_and_caches_the_table(fak
     build_engine(release.graph_path("tiny"), [profile], settings, calibration_batches_list=batches,
                  calibration_cache=cache)
     assert fake_trt.builds[-1][1] == []
+    # No cache path: calibrates every time and writes nothing next to the model.
+    build_engine(release.graph_path("tiny"), [profile], settings, calibration_batches_list=batches)
+    assert len(fake_trt.builds[-1][1]) == 3 and sorted(p.name for p in (tmp_path / "model").iterdir()) == [
+        "tiny-0123456789ab.onnx"]
 
 
 def test_tensorrt_backend_on_a_dla_core(fake_trt, tmp_path):

@@ -144,8 +144,10 @@ def calibration_cache_path(engine_path: Path, calibration_identity: str) -> Path
     return engine_path.with_name(f"{engine_path.stem}.{digest}.calib")
 
 
-def _make_calibrator(trt, batches: list[dict[str, np.ndarray]], input_names: list[str], cache_path: Path):
-    """An IInt8EntropyCalibrator2 that feeds ``batches`` through device buffers."""
+def _make_calibrator(trt, batches: list[dict[str, np.ndarray]], input_names: list[str],
+                     cache_path: Path | None):
+    """An IInt8EntropyCalibrator2 that feeds ``batches`` through device buffers
+    (TensorRT's int8 samples' pattern); ``cache_path`` None: no calibration cache."""
     from . import cuda_runtime
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
@@ -172,12 +174,14 @@ def _make_calibrator(trt, batches: list[dict[str, np.ndarray]], input_names: lis
             return [self.buffers[name].pointer for name in names]
 
         def read_calibration_cache(self):
-            if cache_path.is_file():
+            if cache_path is not None and cache_path.is_file():
                 log.info("int8 calibration: reusing the cache %s", cache_path)
                 return cache_path.read_bytes()
             return None
 
         def write_calibration_cache(self, cache) -> None:
+            if cache_path is None:
+                return
             cache_path.parent.mkdir(parents=True, exist_ok=True)
             cache_path.write_bytes(bytes(cache))
             log.info("int8 calibration: wrote the cache %s", cache_path)
@@ -234,8 +238,7 @@ def build_engine(onnx_path: str | Path, profiles: list[dict], settings: BuildSet
             log.info("TensorRT %s: calibrator-based (implicit) int8 is deprecated but supported; "
                      "the calibrator below is used as in TensorRT's int8 samples", trt.__version__)
         config.set_flag(trt.BuilderFlag.INT8)
-        calibrator = _make_calibrator(trt, calibration_batches_list, network_inputs,
-                                      calibration_cache or Path(str(onnx_path) + ".calib"))
+        calibrator = _make_calibrator(trt, calibration_batches_list, network_inputs, calibration_cache)
         config.int8_calibrator = calibrator
         config.set_calibration_profile(trt_profiles[0])
     if settings.dla_core is not None:
