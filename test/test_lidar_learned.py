@@ -364,3 +364,24 @@ def test_large_corrections_round_trip():
     frame = cloud(xyz)
     decoded, _ = roundtrip(frame, bound=0.002, geometry="beams")
     check_bound(frame, decoded, 0.002)
+
+
+def test_points_near_the_sensor_leave_the_range_image(monkeypatch):
+    """No-return placeholders near the origin (as nuScenes stores them) go to
+    the sequence coder; the rest keeps the beam structure, and every point
+    keeps its bound and place."""
+    xyz, ring = scan(n_beams=8, n_az=300, seed=12)
+    rng = np.random.default_rng(13)
+    near = rng.random(len(ring)) < 0.2
+    xyz[near] = [0.0, -0.45, -0.01] + rng.normal(0, 0.05, (int(near.sum()), 3))
+    frame = cloud(xyz, ring=ring)
+    decoded, payload = roundtrip(frame, bound=0.01, geometry="beams")
+    check_bound(frame, decoded, 0.01)
+    np.testing.assert_array_equal(decoded.points["ring"], ring)
+    meta = unpack(payload).metadata
+    assert meta["near_runs"] > 10
+    import sensor_codec.codecs.lidar_learned as lidar_learned
+    monkeypatch.setattr(lidar_learned, "NEAR_RANGE", 0.0)  # everything in the range image
+    unsplit = RangeCodeLidar(bound=0.01, geometry="beams").encode(frame)
+    assert unpack(unsplit).metadata["near_runs"] == 1
+    assert len(payload) < 0.9 * len(unsplit)

@@ -54,7 +54,7 @@ class LearnedCameraCodec(Codec):
     description = ("Learned camera codec on the segmentation backbone's features, "
                    "semantic rate allocation, bit-exact across backends")
     params = (
-        Param("quality", int, 4, "quality level, 0 (smallest) .. 7 (best)", min=0, max=7),
+        Param("quality", int, 5, "quality level, 0 (smallest) .. 9 (best)", min=0, max=9),
         Param("backend", str, "auto",
               "inference backend: auto (best available, logged), onnxruntime, torch, or a GPU "
               "backend (onnxruntime-cuda, torch-cuda[:fp16,...], tensorrt[:precision=fp16,...])"),

@@ -45,6 +45,8 @@ TIME_NAMES = ("t", "time", "timestamp", "time_offset", "offset_time")
 INT_PERIODS = (1, 2, 16, 32, 64, 128)
 MAX_INT_FIELD = 2 ** 45
 MAX_QUANT = 2 ** 40
+# Points nearer than this to the sensor origin skip the range image (metres).
+NEAR_RANGE = 0.5
 _EPS = {np.dtype("<f4"): 2.0 ** -23, np.dtype("<f8"): 2.0 ** -52}
 
 
@@ -260,14 +262,20 @@ class RangeCodeLidar(Codec):
             sequence.encode_sequence(writer, side, plan["G"], plan["lags"])
         else:
             meta["beam_source"] = ring or ""
+            near_runs = _runs(plan["near"])
+            meta["near_runs"] = int(near_runs.size)
+            write_int_sequence(writer, side, near_runs)
             beams = plan["beams"]
             if not ring:
                 write_int_sequence(writer, side, beams, INT_PERIODS)
             order = plan["order"]
             R, A, El, C = plan["RAEC"]
+            qf = q[plan["far"]]
             predict.encode_geometry(writer, side, R[order], A[order], El[order], C[order],
-                                    q[order], q0, beams[order], self.model, scale_index(bound),
+                                    qf[order], q0, beams[order], self.model, scale_index(bound),
                                     self.trace, plan["streams"], plan["symbols"])
+            near_plan = plan["near_plan"]
+            sequence.encode_sequence(writer, side, near_plan["G"], near_plan["lags"])
         raw = b"".join(raw_parts)
         meta["raw_bytes"] = len(raw)
         sections = [side.getvalue(), writer.finish(),
@@ -275,23 +283,36 @@ class RangeCodeLidar(Codec):
         return meta, sections
 
     def _plan_beams(self, xyz, q, q0, u, idx, ring, estimate: bool = False) -> dict:
-        R, A, El, C, p1 = predict.quantise(xyz, q, q0)
+        # Points within NEAR_RANGE of the sensor (no-return placeholders,
+        # the car's own body) have no usable azimuth or elevation: they
+        # leave the range image and go to the sequence coder.
+        near = (xyz * xyz).sum(axis=1) < NEAR_RANGE ** 2
+        far = np.flatnonzero(~near)
+        xf, qf = xyz[far], q[far]
+        R, A, El, C, p1 = predict.quantise(xf, qf, q0)
         label_bits = 0.0
         if ring:
-            beams = u[ring][idx].astype(np.int64)
+            beams = u[ring][idx[far]].astype(np.int64)
         else:
-            _, az, el = spherical(xyz)
+            _, az, el = spherical(xf)
             beams = estimate_beams(az, el)
             if estimate:
                 label_bits = estimate_int_sequence_bits(beams, INT_PERIODS)
         order = coded_order(beams)
         Ro, Ao, Elo, Co = R[order], A[order], El[order], C[order]
-        streams = predict.geometry_streams(Ro, Ao, Elo, Co, q[order], q0, beams[order])
+        streams = predict.geometry_streams(Ro, Ao, Elo, Co, qf[order], q0, beams[order])
         symbols = predict.stream_symbols(streams[0])
+        recon = np.empty_like(xyz)
+        recon[far] = predict.reconstruct(R, A, El, C, qf, q0, p1)
+        near_plan = self._plan_sequence(xyz[near], q[near])
+        recon[near] = near_plan["recon"]
         plan = {"RAEC": (R, A, El, C), "beams": beams, "order": order, "streams": streams,
-                "symbols": symbols, "recon": predict.reconstruct(R, A, El, C, q, q0, p1)}
+                "symbols": symbols, "recon": recon, "near": near, "far": far,
+                "near_plan": near_plan}
         if estimate:
-            plan["estimate"] = label_bits + predict.estimate_geometry_bits(streams[0], symbols)
+            plan["estimate"] = (label_bits + predict.estimate_geometry_bits(streams[0], symbols)
+                                + estimate_int_sequence_bits(_runs(near))
+                                + sequence.estimate_sequence_bits(near_plan["G"]))
         return plan
 
     @staticmethod
@@ -427,18 +448,27 @@ class RangeCodeLidar(Codec):
             step = float(q.min()) if q.size else 1.0
             recon = sequence.decode_sequence(reader, side, idx.size, sequence.MAX_LAG) * step
         elif mode == "beams":
+            near = _mask_from_runs(
+                read_int_sequence(reader, side, meta_get(meta, "near_runs")), idx.size)
+            far = np.flatnonzero(~near)
+            qf = q[far]
             source = meta.get("beam_source", "")
             if source:
                 if source not in records.dtype.names:
                     raise WireFormatError(f"beam source field {source!r} is not in the layout")
-                beams = u[source][idx].astype(np.int64)
+                beams = u[source][idx[far]].astype(np.int64)
             else:
-                beams = read_int_sequence(reader, side, idx.size)
+                beams = read_int_sequence(reader, side, far.size)
             order = coded_order(beams)
-            R, A, El, C = predict.decode_geometry(reader, side, q[order], q0, beams[order],
+            R, A, El, C = predict.decode_geometry(reader, side, qf[order], q0, beams[order],
                                                   self.model, scale_index(bound))
             recon = np.empty((idx.size, 3))
-            recon[order] = predict.reconstruct(R, A, El, C, q[order], q0)
+            far_recon = np.empty((far.size, 3))
+            far_recon[order] = predict.reconstruct(R, A, El, C, qf[order], q0)
+            recon[far] = far_recon
+            qn = q[near]
+            step = float(qn.min()) if qn.size else 1.0
+            recon[near] = sequence.decode_sequence(reader, side, qn.size, sequence.MAX_LAG) * step
         else:
             raise WireFormatError(f"unknown geometry mode {mode!r} (this decoder knows "
                                   "'beams' and 'sequence')")

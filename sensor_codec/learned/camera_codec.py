@@ -8,6 +8,7 @@ Data flow (strides relative to the frame, padded to a multiple of 64)::
     z --fixed-point h_s (entropy.hyper_synthesis_int)--> mean, scale index of y
     round(y_s - mean) -> code with frozen tables
     decoder: y_hat * inv_gain[level] / qmap --g_s deconv/IGDN x4--> image
+             (integer-exact: int_synthesis.py, the same pixels on every backend)
 
 Variable rate: one network, ``LEVELS`` quality levels, each with a learned gain
 and inverse-gain vector over the latent channels (asymmetric gained
@@ -17,6 +18,9 @@ from the backbone's semantic map and ``config/semantic_importance.yaml``)
 multiplies the gain by ``QMAP_GAINS[level]``; training weights the distortion
 by the same per-class importance.
 
+The synthesis is integer-exact (``int_synthesis.IntSynthesis``): after its
+activation grids are calibrated it trains on them with straight-through
+gradients, and the exported decoder graph maps integers to integer pixels.
 The hyper-synthesis trains with fake quantisation (weights on a 2**-10 grid,
 activations on a 2**-4 grid, straight-through gradients) so that its integer
 twin in ``entropy.py`` computes what training optimised.
@@ -38,11 +42,12 @@ from torch.nn import functional as F
 from .backbone_meta import TAP_CHANNELS
 from .entropy import (ACT_LIMIT, FRAC_ACT, FRAC_WEIGHT, NUM_SCALES, SCALE_MAX, SCALE_MIN,
                       WEIGHT_LIMIT, Z_LIMIT)
+from .int_synthesis import FrozenSynthesis, IntSynthesis, freeze
 from .runtime import register_torch_graphs
 
-LEVELS = 8
+LEVELS = 10
 # Rate-distortion trade-off per level: loss = bpp + lambda * 255**2 * weighted MSE.
-LAMBDAS = (0.0009, 0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932)
+LAMBDAS = (0.0003, 0.0005, 0.0009, 0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932)
 QMAP_GAINS = (0.55, 0.75, 1.0, 1.35)   # latent gain multiplier per quality-map level
 NEUTRAL_QMAP_LEVEL = 2                 # gain 1.0: what "no semantic allocation" sends
 PAD_MULTIPLE = 64
@@ -52,8 +57,8 @@ HYPER = 48           # CZ
 
 ENCODER_INPUTS = ["image", "tap", "gain"]
 ENCODER_OUTPUTS = ["y", "z"]
-DECODER_INPUTS = ["y_hat", "inv_gain"]
-DECODER_OUTPUTS = ["image"]
+DECODER_INPUTS = ["grid"]      # int_synthesis.input_integers(y_hat, inverse gain)
+DECODER_OUTPUTS = ["pixels"]   # integers 0..255 as float32
 
 
 class GDN(nn.Module):
@@ -73,10 +78,6 @@ class GDN(nn.Module):
 
 def _conv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, stride, k // 2)
-
-
-def _deconv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.ConvTranspose2d:
-    return nn.ConvTranspose2d(cin, cout, k, stride, k // 2, output_padding=stride - 1)
 
 
 def _round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -121,10 +122,9 @@ class CameraCodecNet(nn.Module):
         self.h_s = nn.Sequential(FixedPointConv(cz, n, upsample=False, relu=True),
                                  FixedPointConv(n, n, upsample=True, relu=True),
                                  FixedPointConv(n, 2 * m, upsample=True, relu=False))
-        self.g_s = nn.Sequential(_deconv(m, n), GDN(n, inverse=True), _deconv(n, n), GDN(n, inverse=True),
-                                 _deconv(n, n), GDN(n, inverse=True), _deconv(n, 3))
+        self.g_s = IntSynthesis(m, n)
         # Gains start log-spaced so low levels quantise coarsely from the first step.
-        start = torch.linspace(math.log(0.25), math.log(2.5), LEVELS)
+        start = torch.linspace(math.log(0.1), math.log(2.5), LEVELS)
         self.log_gain = nn.Parameter(start[:, None].repeat(1, m))
         self.log_inv_gain = nn.Parameter(-start[:, None].repeat(1, m))
         self.z_log_scale = nn.Parameter(torch.zeros(cz))
@@ -149,6 +149,20 @@ class CameraCodecNet(nn.Module):
         scale = SCALE_MIN * torch.exp(position * (math.log(SCALE_MAX / SCALE_MIN) / (NUM_SCALES - 1)))
         return mean, scale
 
+    def synthesis(self, x: torch.Tensor) -> torch.Tensor:
+        """Float synthesis until its integer grids are calibrated (training from scratch)."""
+        return self.g_s(x) if bool(self.g_s.calibrated) else self.g_s.float_forward(x)
+
+    @torch.no_grad()
+    def synthesis_input(self, image: torch.Tensor, tap: torch.Tensor, level: torch.Tensor,
+                        qmap: torch.Tensor) -> torch.Tensor:
+        """y_hat * inverse gain exactly as the decoder sees it (for calibrating the synthesis)."""
+        gain, inv_gain = self.gain_map(level, qmap)
+        y = self.analysis(image, tap) * gain
+        z_hat = torch.clamp(torch.round(self.h_a(y)), -Z_LIMIT, Z_LIMIT)
+        mean, _ = self.hyper_params(z_hat)
+        return (torch.round(y - mean) + mean) * inv_gain
+
     def forward(self, image: torch.Tensor, tap: torch.Tensor, level: torch.Tensor,
                 qmap: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training pass: noisy latents for the rate, straight-through rounding for the decoder."""
@@ -163,7 +177,7 @@ class CameraCodecNet(nn.Module):
         y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
         y_likelihood = _gaussian_likelihood(y_noisy - mean, torch.zeros_like(y), scale)
         y_hat = _round_ste(y - mean) + mean
-        x_hat = self.g_s(y_hat * inv_gain)
+        x_hat = self.synthesis(y_hat * inv_gain)
         return {"x_hat": x_hat, "y_likelihood": y_likelihood, "z_likelihood": z_likelihood}
 
 
@@ -189,15 +203,10 @@ class EncoderGraph(nn.Module):
         return y, self.net.h_a(y)
 
 
-class DecoderGraph(nn.Module):
-    """Exported decoder: (dequantised y_hat, inverse gain map) -> image in [0, 1]."""
-
-    def __init__(self, net: CameraCodecNet) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, y_hat: torch.Tensor, inv_gain: torch.Tensor) -> torch.Tensor:
-        return self.net.g_s(y_hat * inv_gain).clamp(0.0, 1.0)
+def decoder_graph(tensors: dict[str, np.ndarray]) -> FrozenSynthesis:
+    """Exported decoder: integer input grid -> integer pixels, from the frozen ``synthesis.*``
+    tensors (never from float weights, so ONNX and PyTorch hold the same integers)."""
+    return FrozenSynthesis(tensors).eval()
 
 
 # ---------------------------------------------------------------- release tensors
@@ -207,7 +216,7 @@ def frozen_tensors(net: CameraCodecNet) -> dict[str, np.ndarray]:
     gain tables, z table indices and the probability tables (the 'entropy.*' keys)."""
     from .entropy import build_frequency_tables, quantise_hyper_layer, scale_table
 
-    tensors: dict[str, np.ndarray] = {}
+    tensors: dict[str, np.ndarray] = freeze(net.g_s)
     for i, layer in enumerate(net.h_s):
         w, b = quantise_hyper_layer(layer.conv.weight.detach().numpy(), layer.conv.bias.detach().numpy())
         tensors[f"entropy.hs{i}.weight"] = w
@@ -236,4 +245,4 @@ def net_from_tensors(tensors: dict[str, np.ndarray]) -> CameraCodecNet:
 @register_torch_graphs("camera")
 def camera_graphs(tensors: dict[str, np.ndarray]) -> dict[str, nn.Module]:
     net = net_from_tensors(tensors)
-    return {"encoder": EncoderGraph(net).eval(), "decoder": DecoderGraph(net).eval()}
+    return {"encoder": EncoderGraph(net).eval(), "decoder": decoder_graph(tensors)}

@@ -12,7 +12,7 @@ import torch
 
 from ..errors import ConfigError, SensorCodecError
 from .camera_codec import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, HIDDEN,
-                           HYPER, LAMBDAS, LATENT, LEVELS, QMAP_GAINS, CameraCodecNet, DecoderGraph,
+                           HYPER, LAMBDAS, LATENT, LEVELS, QMAP_GAINS, CameraCodecNet, decoder_graph,
                            EncoderGraph, frozen_tensors)
 from .camera_train import _load_net
 from .export import export_onnx, round_weights_to_half, state_numpy, time_call
@@ -91,6 +91,9 @@ def export_camera(checkpoint: str | Path, out_dir: str | Path, *, backbone: str 
     net = CameraCodecNet()
     _load_net(net, checkpoint / WEIGHTS_FILE)
     net.eval()
+    if not bool(net.g_s.calibrated):
+        raise ConfigError(f"checkpoint {checkpoint} has a float synthesis; fine-tune it on the integer "
+                          "grid first (sensor-codec train camera --integer-synthesis-steps N)")
     round_weights_to_half(net)
     tensors = state_numpy(net, prefix="net.")
     tensors.update(frozen_tensors(net))
@@ -102,10 +105,9 @@ def export_camera(checkpoint: str | Path, out_dir: str | Path, *, backbone: str 
                 out / f"{model_id}-encoder.onnx", ENCODER_INPUTS, ENCODER_OUTPUTS,
                 {"image": {2: "height", 3: "width"}, "tap": {2: "h8", 3: "w8"}, "gain": {2: "h16", 3: "w16"},
                  "y": {2: "h16", 3: "w16"}, "z": {2: "h64", 3: "w64"}})
-    export_onnx(DecoderGraph(net), (torch.rand(1, LATENT, hp // 16, wp // 16), torch.ones(1, LATENT, hp // 16, wp // 16)),
+    export_onnx(decoder_graph(tensors), (torch.zeros(1, LATENT, hp // 16, wp // 16),),
                 out / f"{model_id}-decoder.onnx", DECODER_INPUTS, DECODER_OUTPUTS,
-                {"y_hat": {2: "h16", 3: "w16"}, "inv_gain": {2: "h16", 3: "w16"},
-                 "image": {2: "height", 3: "width"}})
+                {"grid": {2: "h16", 3: "w16"}, "pixels": {2: "height", 3: "width"}})
     from importlib.metadata import version
 
     manifest = {

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import CodecError, InvalidFrameError, WireFormatError
+from ..errors import CodecError, ConfigError, InvalidFrameError, WireFormatError
 from ..wire import check_image_shape
 from .backbone_meta import TAP_STRIDE
 from .entropy import Z_LIMIT, HyperLayer, TableCoder, hyper_synthesis_int
+from .int_synthesis import input_integers
 from .importance import QMAP_BLOCK, QMAP_LEVELS, Importance, load_importance
 from .release import ModelRelease, resolve_release
 from .runtime import BackboneRunner, make_backend
@@ -78,6 +79,10 @@ class LearnedCameraRuntime:
         self.coder = TableCoder(tensors["entropy.freqs"], tensors["entropy.halves"])
         self.importance = importance or load_importance()
         self.levels = int(self.gain.shape[0])
+        if "synthesis.input_exp" not in tensors:
+            raise ConfigError(f"camera model {self.release.model_id} has no integer synthesis "
+                              "(released before format 2); re-export it")
+        self.synthesis_input_exp = float(tensors["synthesis.input_exp"])
 
     @property
     def model_id(self) -> str:
@@ -186,15 +191,19 @@ class LearnedCameraRuntime:
     def decompress(self, sections: list[bytes], metadata: dict, *, with_semantic: bool = True
                    ) -> tuple[np.ndarray, np.ndarray | None]:
         y_hat, qmap, level = self.decode_latents(sections, metadata)
-        (image,) = self.backend.run("decoder", {"y_hat": y_hat[None].astype(np.float32),
-                                                "inv_gain": self._gain_maps(level, qmap, inverse=True)})
+        # Integer-exact synthesis: its input grid is computed here in float64, its output is
+        # integer pixels, so every backend reconstructs the same picture.
+        grid = input_integers(y_hat[None], self._gain_maps(level, qmap, inverse=True),
+                              self.synthesis_input_exp)
+        (pixels,) = self.backend.run("decoder", {"grid": grid})
         height, width = metadata["height"], metadata["width"]
-        if not np.isfinite(image).all():
-            # Only latents no encoder could produce (a forged or damaged payload) get here.
-            raise WireFormatError("the decoded latents give a non-finite picture: corrupted payload")
-        rgb = np.rint(image[0, :, :height, :width] * 255.0).clip(0, 255).astype(np.uint8)
-        rgb = np.ascontiguousarray(rgb.transpose(1, 2, 0))
-        if image.shape[2] < height or image.shape[3] < width:
-            raise CodecError(f"decoder produced {image.shape[3]}x{image.shape[2]} for a {width}x{height} frame")
+        if pixels.shape[2] < height or pixels.shape[3] < width:
+            raise CodecError(f"decoder produced {pixels.shape[3]}x{pixels.shape[2]} for a {width}x{height} frame")
+        crop = pixels[0, :, :height, :width]
+        if not np.array_equal(crop, np.clip(np.floor(crop), 0, 255)):
+            # Only a backend that broke integer arithmetic (fp16, TF32) gets here.
+            raise CodecError(f"the {self.backend_name} decoder returned non-integer pixels: this backend "
+                             "does not run the integer synthesis exactly")
+        rgb = np.ascontiguousarray(crop.astype(np.uint8).transpose(1, 2, 0))
         semantic = self.backbone.segment(rgb).semantic if with_semantic else None
         return rgb, semantic

@@ -47,6 +47,13 @@ class CameraTrainConfig:
     device: str = "cpu"
     max_steps: int | None = None
     semantic_map_probability: float = 0.5
+    # Step at which the synthesis switches to its integer grids (None: after 80 % of the run).
+    integer_from_step: int | None = None
+    init_from: str = ""          # start from a released model id (or folder of one)
+    decoder_only: bool = False   # train only the synthesis and inverse gains (rate unchanged)
+    # With init_from a release of fewer levels: its gains become the top levels and the missing
+    # low levels get its lowest gain times these factors (ascending), e.g. (0.4, 0.6).
+    low_level_factors: tuple[float, ...] = ()
     data: str = ""
     command: str = ""
     extra: dict = field(default_factory=dict)
@@ -74,14 +81,20 @@ def quality_levels_torch(pixel_weights: torch.Tensor, importance: Importance) ->
     return torch.bucketize(score, torch.tensor(importance.thresholds), right=True)
 
 
-def codec_loss(net: CameraCodecNet, images: torch.Tensor, tap: torch.Tensor, semantic: torch.Tensor,
-               levels: torch.Tensor, use_semantic_map: torch.Tensor, importance: Importance
-               ) -> tuple[torch.Tensor, dict]:
-    table = torch.tensor(np.append(importance.weights, 1.0), dtype=torch.float32)
+def pixel_weights_and_qmap(semantic: torch.Tensor, use_semantic_map: torch.Tensor, importance: Importance
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel importance (B,H,W) and the latent-resolution quality map (B,H/16,W/16)."""
+    table = torch.tensor(np.append(importance.weights, 1.0), dtype=torch.float32, device=semantic.device)
     pixel_weights = table[semantic.clamp(max=len(table) - 1)]
     qmap = quality_levels_torch(pixel_weights, importance)
     qmap = torch.where(use_semantic_map[:, None, None], qmap, torch.full_like(qmap, NEUTRAL_QMAP_LEVEL))
-    qmap = qmap.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
+    return pixel_weights, qmap.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
+
+
+def codec_loss(net: CameraCodecNet, images: torch.Tensor, tap: torch.Tensor, semantic: torch.Tensor,
+               levels: torch.Tensor, use_semantic_map: torch.Tensor, importance: Importance
+               ) -> tuple[torch.Tensor, dict]:
+    pixel_weights, qmap = pixel_weights_and_qmap(semantic, use_semantic_map, importance)
     out = net(images, tap, levels, qmap)
     pixels = images.shape[2] * images.shape[3]
     bits = -(torch.log2(out["y_likelihood"]).sum(dim=(1, 2, 3))
@@ -112,8 +125,15 @@ def train_camera(train_set: ImageSet, out_dir: str | Path, config: CameraTrainCo
     backbone = backbone.to(config.device).eval()
     for p in backbone.parameters():
         p.requires_grad_(False)
-    net = CameraCodecNet().to(config.device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+    net = CameraCodecNet()
+    if config.init_from:
+        _init_from_release(net, config.init_from, backbone_id, config.low_level_factors)
+    net = net.to(config.device)
+    trainable = [p for name, p in net.named_parameters()
+                 if not config.decoder_only or name.startswith("g_s.") or name == "log_inv_gain"]
+    for p in net.parameters():
+        p.requires_grad_(any(p is t for t in trainable))
+    optimizer = torch.optim.Adam(trainable, lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
     state = {"model": "camera", "epoch": 0, "step": 0, "history": [], "backbone": backbone_id,
              "config": asdict(config)}
@@ -134,6 +154,8 @@ def train_camera(train_set: ImageSet, out_dir: str | Path, config: CameraTrainCo
                                                 "max_steps": config.max_steps})
     steps_per_epoch = max(1, len(train_set) // config.batch_size)
     total_steps = config.max_steps or steps_per_epoch * config.epochs
+    integer_from = (config.integer_from_step if config.integer_from_step is not None
+                    else (0 if config.init_from else int(0.8 * total_steps)))
     from tqdm import tqdm
 
     done = state["step"] >= total_steps
@@ -157,6 +179,11 @@ def train_camera(train_set: ImageSet, out_dir: str | Path, config: CameraTrainCo
             lr = config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, state["step"] / total_steps)))
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            if not bool(net.g_s.calibrated) and state["step"] >= integer_from:
+                state["synthesis_calibration"] = _calibrate_synthesis(
+                    net, backbone, train_set, config, generator, importance)
+                state["integer_from_step"] = state["step"]
+                log.info("synthesis on its integer grids from step %d", state["step"])
             loss, stats = codec_loss(net, images, tap, semantic, levels.to(config.device),
                                      use_map.to(config.device), importance)
             optimizer.zero_grad(set_to_none=True)
@@ -183,6 +210,54 @@ def train_camera(train_set: ImageSet, out_dir: str | Path, config: CameraTrainCo
         os.replace(tmp, out / OPTIMIZER_FILE)
         _write_json(out / STATE_FILE, state)
     return state
+
+
+def _init_from_release(net: CameraCodecNet, model: str, backbone_id: str,
+                       low_level_factors: tuple[float, ...] = ()) -> None:
+    """Load a released model's weights; an older float-synthesis release lacks only the
+    synthesis grid exponents, which calibration sets."""
+    from .release import resolve_release
+
+    release = resolve_release("camera", model)
+    if release.manifest.get("backbone") != backbone_id:
+        raise ConfigError(f"model {release.model_id} was trained on backbone {release.manifest.get('backbone')}, "
+                          f"not {backbone_id}")
+    state = {k[len("net."):]: torch.from_numpy(np.asarray(v, dtype=np.float32))
+             for k, v in release.load_tensors().items() if k.startswith("net.")}
+    held = state["log_gain"].shape[0]
+    if held + len(low_level_factors) != LEVELS:
+        raise ConfigError(f"model {release.model_id} has {held} levels; with {len(low_level_factors)} added "
+                          f"low levels that is not this network's {LEVELS} (use --add-low-levels)")
+    if low_level_factors:
+        if any(not 0 < f < 1 for f in low_level_factors) or list(low_level_factors) != sorted(low_level_factors):
+            raise ConfigError(f"low-level gain factors {low_level_factors} must be ascending, in (0, 1)")
+        shift = torch.log(torch.tensor(low_level_factors))[:, None]
+        state["log_gain"] = torch.cat([state["log_gain"][:1] + shift, state["log_gain"]])
+        state["log_inv_gain"] = torch.cat([state["log_inv_gain"][:1] - shift, state["log_inv_gain"]])
+    result = net.load_state_dict(state, strict=False)
+    allowed = {k for k in net.state_dict() if k.startswith("g_s.") and "layers." not in k}
+    if result.unexpected_keys or set(result.missing_keys) - allowed:
+        raise ConfigError(f"model {release.model_id} does not fit this network: missing "
+                          f"{sorted(set(result.missing_keys) - allowed)}, unexpected {result.unexpected_keys}")
+    if set(result.missing_keys) & allowed:
+        net.g_s.calibrated.fill_(0.0)
+
+
+def _calibrate_synthesis(net: CameraCodecNet, backbone, train_set: ImageSet, config: CameraTrainConfig,
+                         generator: torch.Generator, importance: Importance, batches: int = 4) -> dict:
+    """Fix the synthesis activation grids from a few training batches at every level."""
+    inputs = []
+    for b in range(batches):
+        idx = torch.randint(0, len(train_set), (config.batch_size,), generator=generator)
+        images, _ = augment_batch(train_set.images[idx], None, config.crop, config.scale_range, generator)
+        images = images.to(config.device)
+        with torch.no_grad():
+            logits, tap = backbone(images)
+        levels = (torch.arange(config.batch_size) + b) % LEVELS
+        use_map = torch.rand(config.batch_size, generator=generator) < config.semantic_map_probability
+        _, qmap = pixel_weights_and_qmap(logits.argmax(1), use_map.to(config.device), importance)
+        inputs.append(net.synthesis_input(images, tap, levels.to(config.device), qmap))
+    return net.g_s.calibrate(inputs)
 
 
 def save_net(net: CameraCodecNet, path: Path) -> None:

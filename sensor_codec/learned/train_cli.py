@@ -43,6 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     cam.add_argument("--crop", default="192x192", help="training crop HxW (multiples of 64)")
     cam.add_argument("--lr", type=float, default=3e-4)
     cam.add_argument("--steps", type=int, default=0, help="stop after N optimiser steps (0: epochs)")
+    cam.add_argument("--init-from", default="", help="start from a released camera model (id or folder)")
+    cam.add_argument("--decoder-only", action="store_true",
+                     help="train only the synthesis and inverse gains: the bitstream stays the same")
+    cam.add_argument("--add-low-levels", default="",
+                     help="with --init-from a release of fewer levels: gain factors (ascending, <1) of "
+                          "new levels below its lowest, e.g. 0.4,0.6")
+    cam.add_argument("--integer-from-step", type=int, default=None,
+                     help="step at which the synthesis moves to its integer grids "
+                          "(default: 0 with --init-from, else after 80%% of the steps)")
 
 
 def _crop(text: str) -> tuple[int, int]:
@@ -55,6 +64,15 @@ def _crop(text: str) -> tuple[int, int]:
     if h < 32 or w < 32:
         raise ConfigError(f"--crop {text!r} is too small; use at least 32x32")
     return h, w
+
+
+def _factors(text: str) -> tuple[float, ...]:
+    from ..errors import ConfigError
+
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--add-low-levels {text!r} must be comma-separated numbers, e.g. 0.4,0.6") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,7 +106,10 @@ def run(args: argparse.Namespace) -> int:
                                    need_labels=False, limit=args.limit)
     config = CameraTrainConfig(epochs=args.epochs, batch_size=args.batch_size, crop=_crop(args.crop),
                                lr=args.lr, seed=args.seed, device=args.device,
-                               max_steps=args.steps or None, data=str(args.data), command=command)
+                               max_steps=args.steps or None, data=str(args.data), command=command,
+                               init_from=args.init_from, decoder_only=args.decoder_only,
+                               integer_from_step=args.integer_from_step,
+                               low_level_factors=_factors(args.add_low_levels))
     state = train_camera(train_set, args.out, config, backbone_weights=args.backbone or None,
                          resume=args.resume, progress=not args.no_progress)
     print(json.dumps({"epoch": state["epoch"], "step": state["step"],
