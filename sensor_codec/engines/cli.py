@@ -5,7 +5,9 @@
     sensor-codec engines build --precision fp16 --resolution 1920x1080 --resolution 960x720
     sensor-codec engines build --precision int8 --dynamic 640x480:960x720:1920x1080 \\
         --calib-images ../shared/data/camvid/val --calib-count 100
-    sensor-codec engines build --dla-core 0 --workspace-mib 2048 ...     (Jetson)
+    sensor-codec engines build --precision int8 --resolution 1920x1080 \
+        --calib-bag drive.mcap --calib-topic /camera/front/image_raw
+    sensor-codec engines build --dla-core 0 --workspace-mib 2048 ...     (Jetson; fp16 or int8)
     sensor-codec engines list                     engines and their sidecars
 """
 
