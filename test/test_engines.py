@@ -138,7 +138,8 @@ def test_no_gpu_answers_without_importing_gpu_libraries():
     code = ("import sys\n"
             "from sensor_codec.engines import registry\n"
             "import sensor_codec.engines.tensorrt_backend, sensor_codec.engines.builder, "
-            "sensor_codec.engines.cuda_runtime, sensor_codec.engines.cli, sensor_codec.engines.fused\n"
+            "sensor_codec.engines.cuda_runtime, sensor_codec.engines.cli, sensor_codec.engines.fused, "
+            "sensor_codec.engines.cuda_backends, sensor_codec.engines.calibration\n"
             "registry.cuda_device_count.cache_clear()\n"
             "print(registry.auto_choice()[0] if registry.cuda_device_count() == 0 else 'gpu')\n"
             "print(sorted(m for m in ('tensorrt', 'cuda', 'torch', 'onnxruntime') if m in sys.modules))\n")
@@ -385,6 +386,9 @@ def test_build_settings_validation():
         BuildSettings(dla_core=-1)
     assert settings_from_options({"fp16": True, "dla_core": 0}).precision == "fp16"
     assert settings_from_options({}).precision == "fp32"
+    assert settings_from_options({"dla_core": 1}).precision == "fp16"  # DLA has no fp32
+    with pytest.raises(EngineError, match="DLA has no fp32"):
+        settings_from_options({"dla_core": 1, "precision": "fp32"})
     with pytest.raises(ConfigError, match="build the int8 engine first"):
         settings_from_options({"int8": True})
     assert on_demand_tag({"y_hat": (1, 96, 48, 60), "inv_gain": (1, 96, 48, 60)}) == "at60x48"
