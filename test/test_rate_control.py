@@ -204,8 +204,11 @@ def test_record_checks_level_and_size():
 
 
 def test_quality_ladders_of_codecs():
+    # A short range (the learned codec's levels): every value.
+    (learned,) = [p for p in codec_class("camera_learned").params if p.name == "quality"]
+    assert learned.max - learned.min + 1 <= 12
     assert quality_ladder("camera_learned", codec_class("camera_learned").params) == \
-        ("quality", list(range(8)))
+        ("quality", list(range(learned.min, learned.max + 1)))
     setting, values = quality_ladder("jpeg", codec_class("jpeg").params)
     assert setting == "quality"
     assert values[0] == 10 and values[-1] == 100 and len(values) == 12
