@@ -218,7 +218,8 @@ def _init_from_release(net: CameraCodecNet, model: str, backbone_id: str,
     synthesis grid exponents, which calibration sets."""
     from .release import resolve_release
 
-    release = resolve_release("camera", model)
+    # A folder means its default camera model; anything else is a model id among the shipped ones.
+    release = resolve_release("camera", None, model) if Path(model).is_dir() else resolve_release("camera", model)
     if release.manifest.get("backbone") != backbone_id:
         raise ConfigError(f"model {release.model_id} was trained on backbone {release.manifest.get('backbone')}, "
                           f"not {backbone_id}")
