@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 
 from sensor_codec.codecs import decode
 from sensor_codec.codecs.radar_learned import (PRED_KEY, PRED_MATCH, PRED_PERIOD, PRED_RADIAL,
-                                               PRED_RANGE,
-                                               SECTION_FORMAT, RadarAdaptiveCodec,
+                                               PRED_RANGE, SECTION_FORMAT, RadarAdaptiveCodec,
                                                _key_prediction, _previous_same_key,
                                                _read_header, _undo_key_prediction,
                                                section_sizes)
@@ -404,7 +403,8 @@ def test_golden_format_2_payload_decodes():
 
 def _forged_section(n, point_step=None, extra=b""):
     """A format-2 header for x, y, z float32 declaring ``n`` detections."""
-    from sensor_codec.codecs.radar_learned import FIELD_NAMES, FIELD_TYPES, LAYOUT_OFFSETS, _Bytes
+    from sensor_codec.codecs.radar_learned import (FIELD_NAMES, FIELD_TYPES, LAYOUT_OFFSETS,
+                                                   _Bytes)
     head = _Bytes()
     head.u8(SECTION_FORMAT)
     head.varint(n)

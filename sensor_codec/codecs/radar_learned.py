@@ -19,32 +19,40 @@ Data already on a coarser grid (a CAN radar that reports 0.04 m or
 bit-exact. Per field the encoder picks the cheapest predictor, measured
 with the exact cost of the adaptive coder:
 
-* none; the same field ``p`` detections earlier (range-sorted detections,
-  repeating track slots);
+* none; the same field ``p`` detections earlier (repeating track slots);
 * another field of the same detection on the same grid;
 * *radial*: ``c * x / |p|`` plus optionally another field, where ``p`` is
   the detection's decoded position: the radial velocity of a static target
   seen from a moving radar is ``-v_ego * cos(angle)``, so ``v_r`` costs
   about as little as ``v_r_compensated`` and one of them predicts the other;
+* *range*: for detections sorted by range (as View-of-Delft's are), ``x``
+  from the previous detection's range and this one's ``y`` and ``z``;
 * *keyed*: the value at the previous detection with the same key (an
   integer field such as ``track_id`` coded first), or the linear
-  extrapolation from the two previous ones: a stream of track messages.
+  extrapolation from the two previous ones: a stream of track messages;
+* *match*: for integer fields, what followed the same one or two values
+  last time (track slots reported in a recurring order).
 
-A field holding one value throughout is stored as that value. The residuals
-are range-coded (constriction) with a model learned on the fly from the
-symbols already coded, so small clouds carry no probability tables. Order
-and count are preserved.
+Residuals may also be coded with one adaptive model per value of an
+integer field (per track slot, new-track flag). A field holding one value
+throughout is stored as that value. The residuals are range-coded
+(constriction) with a model learned on the fly from the symbols already
+coded, so small clouds carry no probability tables. Order and count are
+preserved: predictors adapt to the order, they never change it.
 
-Wire format (section 0, all little-endian, varints are LEB128): a format
-byte (``SECTION_FORMAT``; the decoder refuses others with
-``UnsupportedVersionError``), the point count, layout flags, the fields
-(name as an index into ``FIELD_NAMES`` or spelled out, type as an index
-into ``FIELD_TYPES``), each field's plan in coding order, then the
+Wire format (section 0, little-endian, varints are LEB128): a format byte
+(``SECTION_FORMAT``; the decoder refuses others with
+``UnsupportedVersionError``), the point count, layout flags (organised,
+explicit offsets, coding order), the fields (one byte for a known name and
+type: an index into ``FIELD_NAMES`` and ``FIELD_TYPES``; other names
+spelled out), each field's plan in coding order (one byte of domain,
+constant flag, common-factor flag and predictor, then the grid step as a
+``STEP_TABLE`` index or a float64, and the predictor's parameters), then the
 range-coded words. Section 1, present only when a field needs it, is the
 zstd-compressed bytes of fields kept verbatim. The container's metadata
-stays empty: the per-message overhead is the container's fixed ~58 bytes
-plus 2-8 bytes per field here. Payloads of the earlier format (plan as JSON
-in the metadata) still decode.
+stays empty, so a message costs the container's fixed 58 bytes (with frame
+id ``radar``) plus 5-8 bytes per field here, where the JSON plan of format
+1 cost 380-440 bytes; payloads of format 1 still decode.
 """
 
 from __future__ import annotations
@@ -61,8 +69,8 @@ from ..pointcloud.entropy import (StreamReader, StreamWriter, adaptive_cost_bits
                                   period_residual, read_adaptive, undo_period_residual,
                                   write_adaptive)
 from ..wire import Container, meta_get
-from .streams import zstd_decompress_exact
 from .base import Codec, Param, empty_cloud_from_meta, register_codec
+from .streams import zstd_decompress_exact
 
 POSITION_NAMES = ("x", "y", "z", "range", "r")
 VELOCITY_NAMES = ("v_r", "v_r_compensated", "v_rel", "vx", "vy", "vz", "velocity", "doppler",
@@ -180,7 +188,8 @@ class _Parse:
 def _shuffle(a: np.ndarray) -> bytes:
     if a.size == 0:
         return b""
-    return np.ascontiguousarray(np.ascontiguousarray(a).view(np.uint8).reshape(a.size, -1).T).tobytes()
+    as_bytes = np.ascontiguousarray(a).view(np.uint8).reshape(a.size, -1)
+    return np.ascontiguousarray(as_bytes.T).tobytes()
 
 
 def _unshuffle(data: bytes, dtype: np.dtype, n: int) -> np.ndarray:
@@ -286,12 +295,12 @@ def _match_prediction(values: np.ndarray, residuals: bool = False) -> np.ndarray
     return np.array(known if residuals else out, np.int64)
 
 
-def _range_sorted(positions: list["_Field"]) -> bool:
+def _range_sorted(positions: list[_Field]) -> bool:
     norm = sum(p.metric() ** 2 for p in positions)
     return norm.size >= 16 and float(np.mean(np.diff(norm) >= 0)) >= RANGE_SORTED_FRACTION
 
 
-def _range_prediction(f: "_Field", others: list[np.ndarray], sign: int) -> np.ndarray:
+def _range_prediction(f: _Field, others: list[np.ndarray], sign: int) -> np.ndarray:
     """x from the previous detection's range and this one's other coordinates:
     sign * sqrt(r_prev^2 - y^2 - z^2) in grid steps (0 for the first)."""
     unit = f.gcd * f.step
@@ -312,7 +321,7 @@ def _undo_range_prediction(res: np.ndarray, unit: float, others: list[np.ndarray
     for i in range(1, len(out)):
         xm = float(out[i - 1]) * unit
         r_sq = xm * xm + other_sq[i - 1]
-        out[i] += sign * int(round(math.sqrt(max(r_sq - other_sq[i], 0.0)) / unit))
+        out[i] += sign * round(math.sqrt(max(r_sq - other_sq[i], 0.0)) / unit)
         if abs(out[i]) >= MAX_INT:
             raise WireFormatError("radar_ac range predictor decodes beyond 2**45 grid steps")
     return np.array(out, np.int64)
@@ -522,7 +531,7 @@ class RadarAdaptiveCodec(Codec):
         return {}, sections
 
     @staticmethod
-    def _coding_order(columns: dict[int, "_Field"], names) -> list[int]:
+    def _coding_order(columns: dict[int, _Field], names) -> list[int]:
         """Integer fields first (they can key the others), then positions (the
         radial predictor needs them), then the rest in layout order. When the
         detections come sorted by range, x goes after y and z, so that the
@@ -572,9 +581,7 @@ class RadarAdaptiveCodec(Codec):
             _step_code(f.step, head)
         if f.gcd != 1:
             head.varint(f.gcd)
-        if plan[0] == PRED_PERIOD:
-            head.varint(plan[1])
-        elif plan[0] == PRED_REF:
+        if plan[0] == PRED_PERIOD or plan[0] == PRED_REF:
             head.varint(plan[1])
         elif plan[0] == PRED_RADIAL:
             _, pos_idx, ref_idx, c = plan
@@ -915,7 +922,7 @@ def _candidate(res: np.ndarray, plan: tuple) -> tuple | None:
     return adaptive_cost_bits(res), plan, res
 
 
-def _context_groups(key: "_Field", limit: int = MAX_CONTEXTS) -> list[np.ndarray] | None:
+def _context_groups(key: _Field, limit: int = MAX_CONTEXTS) -> list[np.ndarray] | None:
     """Indices of each key value (ascending values, detections in order), or
     None when the key cannot serve: not integer, or too many values."""
     if key.domain != DOMAIN_GRID or key.step != 0:
