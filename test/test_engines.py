@@ -389,8 +389,8 @@ def test_build_settings_validation():
     assert settings_from_options({"dla_core": 1}).precision == "fp16"  # DLA has no fp32
     with pytest.raises(EngineError, match="DLA has no fp32"):
         settings_from_options({"dla_core": 1, "precision": "fp32"})
-    with pytest.raises(ConfigError, match="build the int8 engine first"):
-        settings_from_options({"int8": True})
+    int8 = settings_from_options({"int8": True})  # run time: int8 engines are loaded, never calibrated
+    assert int8.precision == "int8" and int8.load_only and int8.calibration is None
     assert on_demand_tag({"y_hat": (1, 96, 48, 60), "inv_gain": (1, 96, 48, 60)}) == "at60x48"
     assert on_demand_tag({"gain": (1, 96, 1, 1), "image": (1, 3, 200, 300), "thresholds": (3,)}) == "at300x200"
 
@@ -1561,6 +1561,19 @@ def test_engines_build_int8_from_a_rosbag_and_fp16_defaults(fake_trt, fused, sma
     assert seen[0]["image"].shape == (1, 3, 64, 96) and 0.0 <= seen[0]["image"].min() <= seen[0]["image"].max() <= 1.0
     assert not np.array_equal(seen[0]["image"], seen[1]["image"])
     assert len(list(out.glob("*.calib"))) == 1
+    # At run time the tensorrt backend loads that int8 engine; a size nobody calibrated for is refused.
+    from sensor_codec.engines.tensorrt_backend import TensorRTBackend
+    from sensor_codec.learned.runtime import image_to_input, make_backend
+
+    backbone = fused.backbone
+    builds = len(fake_trt.builds)
+    int8 = TensorRTBackend(backbone, 0, {"engines": str(out), "int8": True})
+    feeds = {"image": image_to_input(np.ascontiguousarray(test_frames(1)[0][:64, :96]))}
+    semantic, tap = int8.run("backbone", feeds)
+    reference = make_backend(backbone, "onnxruntime").run("backbone", feeds)
+    assert np.array_equal(semantic, reference[0]) and len(fake_trt.builds) == builds
+    with pytest.raises(ConfigError, match="no usable int8 engine .* build it first"):
+        int8.run("backbone", {"image": np.zeros((1, 3, 48, 64), np.float32)})
     # Defaults: the fused encoder (fp16) and the decoder (always exact fp32).
     assert main(["engines", "build", "--resolution", "160x120", "--models", str(small_models), "--out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()

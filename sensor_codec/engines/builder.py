@@ -47,6 +47,7 @@ from .calibration import (
     graph_feeds,
     source_frames,
 )
+from ..errors import ConfigError
 from .errors import EngineError
 from .shapes import ShapePlan
 
@@ -87,11 +88,12 @@ class BuildSettings:
     gpu_fallback: bool = True
     calibration: CalibrationSource | None = None
     device: int = 0
+    load_only: bool = False  # use engines built earlier (int8 at run time: calibration is a build step)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise EngineError(f"precision {self.precision!r} is not one of {list(PRECISIONS)}")
-        if self.precision == "int8" and self.calibration is None:
+        if self.precision == "int8" and self.calibration is None and not self.load_only:
             raise EngineError("int8 engines need calibration frames: pass an image folder or a rosbag "
                               "(--calib-images DIR or --calib-bag BAG --calib-topic TOPIC)")
         if self.workspace_mib < 16:
@@ -110,7 +112,7 @@ def settings_for_graph(graph: str, settings: BuildSettings) -> BuildSettings:
     log.info("%s engine: fp32 without TF32 on the GPU (asked %s%s): its integer-exact output must match "
              "every other backend", graph, settings.precision,
              f", DLA core {settings.dla_core}" if settings.dla_core is not None else "")
-    return replace(settings, precision="fp32", calibration=None, dla_core=None)
+    return replace(settings, precision="fp32", calibration=None, dla_core=None, load_only=False)
 
 
 def engine_key(release, graph: str, settings: BuildSettings, profiles: list[dict], gpu: dict,
@@ -318,6 +320,11 @@ class EngineCache:
         if decision.action == "load":
             log.info("%s", decision.describe())
             return decision.path.read_bytes(), decision
+        if settings.load_only:
+            raise ConfigError(f"no usable {settings.precision} engine for {release.model_id} {graph} in "
+                              f"{self.folder} ({'; '.join(decision.reasons)}); build it first: sensor-codec "
+                              f"engines build --graph {graph} --precision {settings.precision} --resolution WxH "
+                              "(int8: with --calib-images DIR or --calib-bag BAG --calib-topic TOPIC)")
         # A stale engine is worth a warning: someone upgraded TensorRT, swapped the GPU or the model.
         log.log(logging.WARNING if decision.action == "rebuild" else logging.INFO, "%s", decision.describe())
         batches = None

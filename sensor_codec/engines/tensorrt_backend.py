@@ -108,15 +108,14 @@ def settings_from_options(options: dict) -> BuildSettings:
         precision = "fp16"
     if options.get("int8"):
         precision = "int8"
-    if precision == "int8":
-        raise ConfigError("the tensorrt backend cannot calibrate int8 on the fly; build the int8 "
-                          "engine first with 'sensor-codec engines build --precision int8 ...' and run "
-                          "it with the same settings")
-    if options.get("dla_core") is not None and "precision" not in options and not options.get("fp16"):
+    if options.get("dla_core") is not None and "precision" not in options and not options.get("fp16") \
+            and not options.get("int8"):
         precision = "fp16"  # DLA runs fp16 or int8 only; fp16 is what a DLA user means by default
+    # int8 needs calibration frames, a build step: at run time int8 engines are only
+    # loaded (built beforehand by 'sensor-codec engines build --precision int8 ...').
     return BuildSettings(precision=precision, workspace_mib=options.get("workspace_mib", 1024),
                          dla_core=options.get("dla_core"), gpu_fallback=options.get("gpu_fallback", True),
-                         device=options.get("device", 0))
+                         device=options.get("device", 0), load_only=precision == "int8")
 
 
 def on_demand_tag(shapes: dict[str, tuple[int, ...]]) -> str:
