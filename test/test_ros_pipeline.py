@@ -623,7 +623,8 @@ DRIVE = {"seed": 7, "duration_s": 4.0, "camera_size": (320, 240), "lidar_beams":
 TARGET_KBPS = 300.0    # between levels 2 and 4 of camera_learned at 320x240, 10 Hz
 RATE_FRAMES = 30       # camera frames 0..29 coded under the target
 SETTLE_FRAMES = 10     # the controller learns the sizes over the first second
-AGREEMENT_MIN = 0.65   # encoder vs regenerated map, mean over frames (measured 0.72-0.77)
+AGREEMENT_MIN = 0.6    # encoder vs regenerated map, mean over frames (measured 0.68-0.77)
+AGREEMENT_MARGIN = 0.05  # ... and above a frame 1.5 s away (measured 0.68 vs 0.56)
 RATE_TOLERANCE = 0.10  # achieved kbit/s over frames 10..29 within 10 % of the target
 STEERED = (29, 30, 31, 32)  # lidar sweeps sent once their camera frame's map is out
 SEM_TOPICS = {SEM_CAMERA + "/sensor_codec": CompressedImage,
@@ -807,8 +808,8 @@ def test_semantic_maps_arrive_beside_the_images(semantic_pipeline):
     encoder_maps = p.inbox.by_stamp(SEM_CAMERA + "/semantic")
     decoded = p.inbox.by_stamp(SEM_CAMERA + "/decoded")
     decoder_maps = p.inbox.by_stamp(SEM_CAMERA + "/decoded/semantic")
-    agreement, classes = [], set()
-    for stamp in stamps:
+    agreement, shifted, classes = [], [], set()
+    for i, stamp in enumerate(stamps):
         for msg in (encoder_maps[stamp], decoder_maps[stamp]):
             assert (msg.height, msg.width, msg.encoding, msg.step) == (240, 320, "mono8", 320)
             assert msg.header.frame_id == "camera"
@@ -818,11 +819,24 @@ def test_semantic_maps_arrive_beside_the_images(semantic_pipeline):
         assert ids_encoder.max() <= 10 and ids_decoder.max() <= 10  # 11 CamVid classes
         classes |= set(np.unique(ids_decoder).tolist())
         agreement.append((ids_encoder == ids_decoder).mean())
+        # The same comparison against the map of the frame 1.5 s later.
+        other = image_to_frame(decoder_maps[stamps[(i + 15) % len(stamps)]]).pixels
+        shifted.append((ids_encoder == other).mean())
     # The map regenerated from the decoded picture is the map of the original
-    # where the picture survived coding.
+    # where the picture survived coding, and clearly of this frame, not another.
     assert np.mean(agreement) > AGREEMENT_MIN, agreement
+    assert np.mean(agreement) > np.mean(shifted) + AGREEMENT_MARGIN, (agreement, shifted)
+    # The decoder's map is exactly what the library regenerates from that payload.
+    from sensor_codec.codecs import get_codec
+    compressed = p.inbox.by_stamp(SEM_CAMERA + "/sensor_codec")
+    codec = get_codec("camera_learned", threads=1)
+    for stamp in stamps[::10]:
+        _, semantic = codec.decode_with_semantic(bytes(compressed[stamp].data))
+        np.testing.assert_array_equal(image_to_frame(decoder_maps[stamp]).pixels,
+                                      semantic.pixels)
     print(f"semantic maps: {len(stamps)} frames 320x240 mono8 on both topics, classes "
-          f"{sorted(classes)}, encoder/decoder agreement {np.mean(agreement):.3f}")
+          f"{sorted(classes)}, encoder/decoder agreement {np.mean(agreement):.3f} "
+          f"(vs a frame 1.5 s away: {np.mean(shifted):.3f})")
     assert len(classes) >= 4, classes
 
 
