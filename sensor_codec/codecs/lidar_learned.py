@@ -45,6 +45,9 @@ TIME_NAMES = ("t", "time", "timestamp", "time_offset", "offset_time")
 INT_PERIODS = (1, 2, 16, 32, 64, 128)
 MAX_INT_FIELD = 2 ** 45
 MAX_QUANT = 2 ** 40
+# ``auto`` picks the range image without sampling the sequence layers when
+# its estimate is below this fraction of the quick sequence estimate.
+BEAMS_CLEAR_WIN = 0.9
 # Points nearer than this to the sensor origin skip the range image (metres).
 NEAR_RANGE = 0.5
 _EPS = {np.dtype("<f4"): 2.0 ** -23, np.dtype("<f8"): 2.0 ** -52}
@@ -137,8 +140,9 @@ class RangeCodeLidar(Codec):
         Param("dedup", bool, True, "code records identical to an earlier record as copies"),
         Param("geometry", str, "auto",
               "geometry coding: 'beams' (range image), 'sequence' (grid + reference point "
-              "in scan order, for clouds without beam structure) or 'auto' (the smaller "
-              "estimate, per frame)", choices=("auto", "beams", "sequence")),
+              "in scan order, for clouds without beam structure), 'spherical' (the same "
+              "reference coding on the range-image integers) or 'auto' (the smallest "
+              "estimate, per frame)", choices=("auto", "beams", "sequence", "spherical")),
         Param("semantic", bool, False,
               f"per-point bound from the {CLASS_FIELD!r} field and the class bound table"),
         Param("semantic_table", str, "",
@@ -149,6 +153,7 @@ class RangeCodeLidar(Codec):
         super().__init__(**settings)
         self._model = model
         self.trace: list | None = None  # training hook: collects geometry streams
+        self.last_estimates: dict[str, float] = {}  # auto mode's figures, for benchmarks
 
     @property
     def model(self) -> ContextModel:
@@ -235,12 +240,22 @@ class RangeCodeLidar(Codec):
         beams_plan = seq_plan = None
         if mode == "auto":
             beams_plan = self._plan_beams(xyz[idx], q, q0, u, idx, ring, estimate=True)
-            seq_bits = sequence.estimate_sequence_bits(self._sequence_grid(xyz[idx], q)[0])
-            mode = "beams" if beams_plan["estimate"] <= seq_bits else "sequence"
+            mode = "beams"
+            quick = sequence.estimate_sequence_bits(self._sequence_grid(xyz[idx], q)[0])
+            self.last_estimates = {"beams": beams_plan["estimate"], "quick sequence": quick}
+            # Coding samples of the two sequence layers costs time; a clear
+            # win of the range image (KITTI, nuScenes) skips it.
+            if beams_plan["estimate"] > BEAMS_CLEAR_WIN * quick:
+                costs = sequence.sampled_cost_bits(xyz[idx], q, q0)
+                self.last_estimates.update(costs)
+                costs["beams"] = beams_plan["estimate"]
+                mode = min(("beams", "sequence", "spherical"), key=costs.__getitem__)
         if mode == "beams" and beams_plan is None:
             beams_plan = self._plan_beams(xyz[idx], q, q0, u, idx, ring)
         if mode == "sequence":
             seq_plan = self._plan_sequence(xyz[idx], q)
+        if mode == "spherical":
+            seq_plan = self._plan_spherical(xyz[idx], q, q0)
         meta["geometry_mode"] = mode
         plan = beams_plan if mode == "beams" else seq_plan
         bad = _outside_bound(plan["recon"], xyz[idx], dtypes, point_bound)
@@ -249,7 +264,8 @@ class RangeCodeLidar(Codec):
             keep = ~bad
             idx, q = idx[keep], q[keep]
             plan = (self._plan_beams(xyz[idx], q, q0, u, idx, ring) if mode == "beams"
-                    else self._plan_sequence(xyz[idx], q))
+                    else self._plan_sequence(xyz[idx], q) if mode == "sequence"
+                    else self._plan_spherical(xyz[idx], q, q0))
         vruns = _runs(~regular)
         meta["verbatim_runs"] = int(vruns.size)
         write_int_sequence(writer, side, vruns)
@@ -260,6 +276,9 @@ class RangeCodeLidar(Codec):
         if mode == "sequence":
             meta["beam_source"] = ""
             sequence.encode_sequence(writer, side, plan["G"], plan["lags"])
+        elif mode == "spherical":
+            meta["beam_source"] = ""
+            sequence.encode_spherical(writer, side, plan["V"], plan["C"], plan["lags"], q, q0)
         else:
             meta["beam_source"] = ring or ""
             near_runs = _runs(plan["near"])
@@ -319,6 +338,11 @@ class RangeCodeLidar(Codec):
     def _sequence_grid(xyz, q):
         step = float(q.min()) if q.size else 1.0  # one grid: the finest bound's
         return np.round(xyz / step).astype(np.int64), step
+
+    @staticmethod
+    def _plan_spherical(xyz, q, q0) -> dict:
+        V, C, recon = sequence.spherical_integers(xyz, q, q0)
+        return {"V": V, "C": C, "lags": sequence.spherical_lags(V), "recon": recon}
 
     def _plan_sequence(self, xyz, q) -> dict:
         G, step = self._sequence_grid(xyz, q)
@@ -447,6 +471,8 @@ class RangeCodeLidar(Codec):
         if mode == "sequence":
             step = float(q.min()) if q.size else 1.0
             recon = sequence.decode_sequence(reader, side, idx.size, sequence.MAX_LAG) * step
+        elif mode == "spherical":
+            recon = sequence.decode_spherical(reader, side, q, q0)
         elif mode == "beams":
             near = _mask_from_runs(
                 read_int_sequence(reader, side, meta_get(meta, "near_runs")), idx.size)
@@ -471,7 +497,7 @@ class RangeCodeLidar(Codec):
             recon[near] = sequence.decode_sequence(reader, side, qn.size, sequence.MAX_LAG) * step
         else:
             raise WireFormatError(f"unknown geometry mode {mode!r} (this decoder knows "
-                                  "'beams' and 'sequence')")
+                                  "'beams', 'sequence' and 'spherical')")
         for k, axis in enumerate(("x", "y", "z")):
             u[axis][idx] = recon[:, k]
 

@@ -54,6 +54,7 @@ class CameraTrainConfig:
     # With init_from a release of fewer levels: its gains become the top levels and the missing
     # low levels get its lowest gain times these factors (ascending), e.g. (0.4, 0.6).
     low_level_factors: tuple[float, ...] = ()
+    semantic_loss_weight: float = 0.0   # backbone cross-entropy on the reconstruction
     data: str = ""
     command: str = ""
     extra: dict = field(default_factory=dict)
@@ -92,8 +93,12 @@ def pixel_weights_and_qmap(semantic: torch.Tensor, use_semantic_map: torch.Tenso
 
 
 def codec_loss(net: CameraCodecNet, images: torch.Tensor, tap: torch.Tensor, semantic: torch.Tensor,
-               levels: torch.Tensor, use_semantic_map: torch.Tensor, importance: Importance
+               levels: torch.Tensor, use_semantic_map: torch.Tensor, importance: Importance,
+               backbone: Backbone | None = None, semantic_weight: float = 0.0
                ) -> tuple[torch.Tensor, dict]:
+    """bpp + lambda * 255**2 * importance-weighted MSE, plus (``semantic_weight`` > 0) the
+    frozen backbone's cross-entropy on the reconstruction against its map of the original:
+    the decoder learns to keep what segmentation needs at low rates."""
     pixel_weights, qmap = pixel_weights_and_qmap(semantic, use_semantic_map, importance)
     out = net(images, tap, levels, qmap)
     pixels = images.shape[2] * images.shape[3]
@@ -105,9 +110,15 @@ def codec_loss(net: CameraCodecNet, images: torch.Tensor, tap: torch.Tensor, sem
     distortion = (weights * mse).mean(dim=(1, 2))
     lambdas = torch.tensor(LAMBDAS)[levels]
     loss = (bpp + lambdas * 255.0 ** 2 * distortion).mean()
+    stats = {}
+    if semantic_weight > 0 and backbone is not None:
+        logits, _ = backbone(out["x_hat"])
+        cross_entropy = F.cross_entropy(logits, semantic.long())
+        loss = loss + semantic_weight * cross_entropy
+        stats["semantic_ce"] = float(cross_entropy.detach())
     plain_mse = mse.mean(dim=(1, 2)).detach()
     psnr = (10 * torch.log10(1.0 / plain_mse.clamp(min=1e-10))).mean()
-    return loss, {"bpp": float(bpp.mean().detach()), "psnr": float(psnr), "loss": float(loss.detach())}
+    return loss, {"bpp": float(bpp.mean().detach()), "psnr": float(psnr), "loss": float(loss.detach()), **stats}
 
 
 def train_camera(train_set: ImageSet, out_dir: str | Path, config: CameraTrainConfig, *,
@@ -165,6 +176,8 @@ def train_camera(train_set: ImageSet, out_dir: str | Path, config: CameraTrainCo
         bar = tqdm(range(steps_per_epoch), desc=f"camera epoch {state['epoch'] + 1}", disable=not progress,
                    leave=False, mininterval=5.0)
         sums = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0}
+        if config.semantic_loss_weight > 0:
+            sums["semantic_ce"] = 0.0
         started, count = time.time(), 0
         for i in bar:
             idx = order[i * config.batch_size:(i + 1) * config.batch_size]
@@ -185,7 +198,8 @@ def train_camera(train_set: ImageSet, out_dir: str | Path, config: CameraTrainCo
                 state["integer_from_step"] = state["step"]
                 log.info("synthesis on its integer grids from step %d", state["step"])
             loss, stats = codec_loss(net, images, tap, semantic, levels.to(config.device),
-                                     use_map.to(config.device), importance)
+                                     use_map.to(config.device), importance, backbone,
+                                     config.semantic_loss_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -213,7 +227,8 @@ def train_camera(train_set: ImageSet, out_dir: str | Path, config: CameraTrainCo
 
 
 def _init_from_release(net: CameraCodecNet, model: str, backbone_id: str,
-                       low_level_factors: tuple[float, ...] = ()) -> None:
+                       low_level_factors: tuple[float, ...] = ()
+    semantic_loss_weight: float = 0.0   # backbone cross-entropy on the reconstruction) -> None:
     """Load a released model's weights; an older float-synthesis release lacks only the
     synthesis grid exponents, which calibration sets."""
     from .release import resolve_release

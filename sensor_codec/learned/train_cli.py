@@ -49,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     cam.add_argument("--add-low-levels", default="",
                      help="with --init-from a release of fewer levels: gain factors (ascending, <1) of "
                           "new levels below its lowest, e.g. 0.4,0.6")
+    cam.add_argument("--semantic-loss", type=float, default=0.0,
+                     help="weight of the backbone's cross-entropy on the reconstruction (0 = off)")
     cam.add_argument("--integer-from-step", type=int, default=None,
                      help="step at which the synthesis moves to its integer grids "
                           "(default: 0 with --init-from, else after 80%% of the steps)")
@@ -109,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
                                max_steps=args.steps or None, data=str(args.data), command=command,
                                init_from=args.init_from, decoder_only=args.decoder_only,
                                integer_from_step=args.integer_from_step,
-                               low_level_factors=_factors(args.add_low_levels))
+                               low_level_factors=_factors(args.add_low_levels),
+                               semantic_loss_weight=args.semantic_loss)
     state = train_camera(train_set, args.out, config, backbone_weights=args.backbone or None,
                          resume=args.resume, progress=not args.no_progress)
     print(json.dumps({"epoch": state["epoch"], "step": state["step"],

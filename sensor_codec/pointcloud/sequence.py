@@ -21,6 +21,13 @@ context that occurs; both sides know the contexts before decoding a stream):
 
 Decoding is vectorised: the residuals are summed along each point's chain
 of references by pointer jumping (log2 of the chain length rounds).
+
+Spherical layer (``encode_spherical``): the same reference-lag coding applied
+to the range-image integers (elevation, azimuth, range) of ``predict``,
+followed by the point's Cartesian corrections as one joint symbol. One
+firing later the same laser has the same elevation, the azimuth moved by
+the firing step and the range barely changed, so these residuals are
+smaller than Cartesian ones (about 8 % fewer bits on View-of-Delft).
 """
 
 from __future__ import annotations
@@ -28,8 +35,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import WireFormatError
+from . import predict
 from .entropy import (ALPHABET, SideReader, SideWriter, StreamReader, StreamWriter,
-                      estimate_bits, quantise_histogram, symbols_only)
+                      estimate_bits, quantise_histogram, read_int_sequence, symbols_only,
+                      write_int_sequence)
 
 MAX_LAG = 64
 # Keep the previous point's lag unless another reference saves more than
@@ -182,7 +191,17 @@ def sum_along_references(res: np.ndarray, ref: np.ndarray, has_ref: np.ndarray) 
     return acc
 
 
-SAMPLE_WINDOW = 16384
+SAMPLE_WINDOW = 8192
+SAMPLE_PARTS = 4
+
+
+def sample_windows(m: int) -> list[slice]:
+    """SAMPLE_PARTS contiguous windows, SAMPLE_WINDOW points in all, spread
+    evenly over a scan of m points (for estimating a mode's cost)."""
+    size = SAMPLE_WINDOW // SAMPLE_PARTS
+    return [slice(start, start + size)
+            for start in ((2 * k + 1) * m // (2 * SAMPLE_PARTS) - size // 2
+                          for k in range(SAMPLE_PARTS))]
 
 
 def estimate_sequence_bits(G: np.ndarray, lags: np.ndarray | None = None) -> float:
@@ -190,12 +209,82 @@ def estimate_sequence_bits(G: np.ndarray, lags: np.ndarray | None = None) -> flo
     m = G.shape[0]
     if m == 0:
         return 0.0
-    if lags is None:  # estimate from a window in the middle of the scan
+    if lags is None:  # estimate from windows spread over the scan
         if m > 2 * SAMPLE_WINDOW:
-            start = (m - SAMPLE_WINDOW) // 2
-            window = G[start:start + SAMPLE_WINDOW]
-            return estimate_sequence_bits(window, choose_lags(window)) * m / SAMPLE_WINDOW
+            return sum(estimate_sequence_bits(G[w]) for w in sample_windows(m)) * (
+                m / SAMPLE_WINDOW)
         lags = choose_lags(G)
     ref = np.arange(m) - lags
     res = G - np.where(lags[:, None] > 0, G[np.maximum(ref, 0)], 0)
     return estimate_bits(lag_codes(lags)) + sum(estimate_bits(res[:, k]) for k in range(3))
+
+
+# --- spherical layer -------------------------------------------------------------
+
+# Lag search key: elevation weighted up, since it tells the lasers apart.
+ELEVATION_KEY_WEIGHT = 4
+
+
+def spherical_integers(xyz: np.ndarray, q: np.ndarray, q0: float):
+    """(V = [El, A, R] m x 3, C, reconstruction) of the spherical layer."""
+    R, A, El, C, p1 = predict.quantise(xyz, q, q0)
+    V = np.stack([El, A, R], axis=1)
+    return V, C, predict.reconstruct(R, A, El, C, q, q0, p1)
+
+
+def spherical_lags(V: np.ndarray) -> np.ndarray:
+    key = V.copy()
+    key[:, 0] *= ELEVATION_KEY_WEIGHT
+    return choose_lags(key)
+
+
+def encode_spherical(writer: StreamWriter, side: SideWriter, V, C, lags, q, q0) -> None:
+    m = V.shape[0]
+    if m == 0:
+        return
+    encode_sequence(writer, side, V, lags)
+    joint, escape = predict.joint_corrections(C)
+    ctx = predict.correction_contexts(V[:, 2], q, q0)
+    writer.write(joint, ctx, _write_tables(side, joint, ctx))
+    for axis in range(3):
+        write_int_sequence(writer, side, C[escape, axis], ())
+
+
+def decode_spherical(reader: StreamReader, side: SideReader, q, q0) -> np.ndarray:
+    m = q.size
+    if m == 0:
+        return np.zeros((0, 3))
+    V = decode_sequence(reader, side, m, MAX_LAG)
+    ctx = predict.correction_contexts(V[:, 2], q, q0)
+    C, escape = predict.corrections_from_joint(reader.read(m, ctx, _read_tables(side, ctx)))
+    count = int(escape.sum())
+    for axis in range(3):
+        C[escape, axis] = read_int_sequence(reader, side, count)
+    return predict.reconstruct(V[:, 2], V[:, 1], V[:, 0], C, q, q0)
+
+
+def _coded_bits(encode) -> float:
+    writer, side = StreamWriter(), SideWriter()
+    encode(writer, side)
+    return 8.0 * (len(writer.finish()) + len(side.getvalue()))
+
+
+def sampled_cost_bits(xyz: np.ndarray, q: np.ndarray, q0: float) -> dict[str, float]:
+    """Coded size of the two sequence layers on windows of the scan, scaled
+    to the whole scan: what ``auto`` compares (estimates without contexts
+    misjudge the two layers against each other by several per cent)."""
+    m = xyz.shape[0]
+    windows = sample_windows(m) if m > 2 * SAMPLE_WINDOW else [slice(0, m)]
+    scale = m / sum(len(range(*w.indices(m))) for w in windows) if m else 0.0
+    cost = {"sequence": 0.0, "spherical": 0.0}
+    for w in windows:
+        x, qw = xyz[w], q[w]
+        if x.shape[0] == 0:
+            continue
+        G = np.round(x / float(qw.min())).astype(np.int64)
+        cost["sequence"] += _coded_bits(
+            lambda wr, sd: encode_sequence(wr, sd, G, choose_lags(G)))
+        V, C, _ = spherical_integers(x, qw, q0)
+        cost["spherical"] += _coded_bits(
+            lambda wr, sd: encode_spherical(wr, sd, V, C, spherical_lags(V), qw, q0))
+    return {k: v * scale for k, v in cost.items()}
