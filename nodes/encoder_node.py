@@ -36,6 +36,7 @@ topic lists, ``<modality>.codec`` and that codec's settings as
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -258,7 +259,10 @@ class EncoderNode(StoppableNode):
     def _encode_camera(self, coding: CameraCoding, msg):
         frame = image_to_frame(msg)
         if coding.rate is not None:
-            decision = coding.rate.decide(frame.stamp_ns / 1e9)
+            # Stamp time, so a bag replayed faster keeps its kbit per recorded second;
+            # a driver that leaves stamps at zero gets the arrival clock instead.
+            clock_s = frame.stamp_ns / 1e9 if frame.stamp_ns else time.monotonic()
+            decision = coding.rate.decide(clock_s)
             codec = coding.ladder_codecs[decision.level]
         else:
             codec = coding.codec
@@ -295,6 +299,9 @@ class EncoderNode(StoppableNode):
                  "output_topic": worker.topic + COMPRESSED_SUFFIX}
         coding = self._camera_coding.get(worker.topic)
         if coding is not None and coding.rate is not None:
+            extra["settings"] = ", ".join(
+                f"{k}={'per frame' if k == coding.ladder_setting else v}"
+                for k, v in settings.items())
             rate = coding.rate.snapshot()
             level = rate["level"]
             extra.update({

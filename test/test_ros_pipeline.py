@@ -1028,6 +1028,7 @@ def test_bandwidth_target_walks_a_classical_codec_quality():
         print(f"jpeg under {target:g} kbit/s: achieved {achieved:.1f} kbit/s, "
               f"levels {levels}")
         extra = node._diagnostic_extra(node.workers[0])
+        assert extra["settings"] == "quality=per frame, subsampling=420"
         assert extra["bandwidth.level"] == \
             f"quality={coding.ladder_values[coding.rate.last_level]}"
         assert extra["bandwidth.fallbacks"] == "0"
