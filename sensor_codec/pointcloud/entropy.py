@@ -102,22 +102,10 @@ def symbol_cost_bits(sym: np.ndarray, probs: np.ndarray) -> float:
     return float(-np.log2(np.maximum(p[sym], 2.0 ** -24)).sum())
 
 
-class ModelCache:
-    """Categorical models built once per probability row (building is cheap,
-    but a frame uses the same few hundred rows over and over)."""
-
-    def __init__(self) -> None:
-        self._models: dict[int, Categorical] = {}
-        self._keep: dict[int, np.ndarray] = {}
-
-    def get(self, probs: np.ndarray) -> Categorical:
-        key = id(probs)
-        m = self._models.get(key)
-        if m is None or self._keep[key] is not probs:
-            m = Categorical(np.ascontiguousarray(probs, dtype=np.float64), perfect=False)
-            self._models[key] = m
-            self._keep[key] = probs
-        return m
+def categorical(probs: np.ndarray) -> Categorical:
+    """constriction model for one probability row (cheap to build: about a
+    microsecond; the online tables change every chunk, so nothing is cached)."""
+    return Categorical(np.ascontiguousarray(probs, dtype=np.float64), perfect=False)
 
 
 def context_runs(contexts: np.ndarray):
@@ -137,7 +125,6 @@ class StreamWriter:
 
     def __init__(self) -> None:
         self.enc = RangeEncoder()
-        self.cache = ModelCache()
 
     def write(self, values: np.ndarray, contexts: np.ndarray | None, table: np.ndarray,
               symbols: tuple | None = None) -> None:
@@ -148,13 +135,13 @@ class StreamWriter:
             return
         sym, nextra, extra = symbols if symbols is not None else to_symbols(values)
         if contexts is None or table.shape[0] == 1:
-            self.enc.encode(sym, self.cache.get(table[0]))
+            self.enc.encode(sym, categorical(table[0]))
             order = None
         else:
             order, sorted_ctx, starts, ends = context_runs(contexts)
             s_sorted = sym[order]
             for a, b in zip(starts, ends):
-                self.enc.encode(s_sorted[a:b], self.cache.get(table[sorted_ctx[a]]))
+                self.enc.encode(s_sorted[a:b], categorical(table[sorted_ctx[a]]))
         self._write_extra(nextra, extra)
 
     def _write_extra(self, nextra: np.ndarray, extra: np.ndarray) -> None:
@@ -219,18 +206,17 @@ class StreamReader:
         if len(data) % 4:
             raise WireFormatError(f"range-coded section has {len(data)} bytes, not a multiple of 4")
         self.dec = _CheckedDecoder(RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32)))
-        self.cache = ModelCache()
 
     def read(self, count: int, contexts: np.ndarray | None, table: np.ndarray) -> np.ndarray:
         if count == 0:
             return np.zeros(0, np.int64)
         if contexts is None or table.shape[0] == 1:
-            sym = np.asarray(self.dec.decode(self.cache.get(table[0]), count), dtype=np.int32)
+            sym = np.asarray(self.dec.decode(categorical(table[0]), count), dtype=np.int32)
         else:
             order, sorted_ctx, starts, ends = context_runs(contexts)
             s_sorted = np.empty(count, np.int32)
             for a, b in zip(starts, ends):
-                s_sorted[a:b] = self.dec.decode(self.cache.get(table[sorted_ctx[a]]), int(b - a))
+                s_sorted[a:b] = self.dec.decode(categorical(table[sorted_ctx[a]]), int(b - a))
             sym = np.empty(count, np.int32)
             sym[order] = s_sorted
         top = int(sym.max())
