@@ -16,10 +16,24 @@ original, point count and order are preserved, and:
   the rest with ``field_step``; a step of 0 keeps the field bit-exact;
 * padding bytes between fields are not kept (they decode as zeros).
 
-Geometry is coded as described in ``sensor_codec.pointcloud.predict`` and
-entropy-coded with the shipped learned context model (model id
-``lidar_ctx-<hash>`` in every payload; a decoder with other tables refuses
-the payload with ``UnknownModelError``).
+Geometry is coded in one of three modes, recorded in the payload metadata
+as ``geometry_mode`` and chosen per frame by setting ``geometry`` (``auto``:
+the smallest estimate):
+
+* ``beams``: the range image of ``sensor_codec.pointcloud.predict`` (beams
+  from the ring field or estimated), entropy-coded with the shipped learned
+  context model adapted online to the frame (model id ``lidar_ctx-<hash>``
+  in every payload; a decoder with other tables refuses the payload with
+  ``UnknownModelError``). Points within ``NEAR_RANGE`` of the sensor (no
+  return placeholders, the car's own body) are coded by the sequence coder;
+* ``sequence``: for clouds without usable beams, each point on the
+  bound's Cartesian grid, predicted from an earlier point of the scan
+  (``sensor_codec.pointcloud.sequence``);
+* ``spherical``: the same reference coding on the range-image integers plus
+  Cartesian corrections (column-ordered scans without a ring field, such as
+  View-of-Delft's).
+
+The bound and the point order are the same in every mode.
 """
 
 from __future__ import annotations
