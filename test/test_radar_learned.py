@@ -528,3 +528,38 @@ def test_dictionary_coder_round_trip_and_gain():
     assert abs(_residual_cost(values, True) / 8 - len(coded)) < 8
     np.testing.assert_array_equal(_read_dictionary_adaptive(StreamReader(coded), values.size),
                                   values)
+
+
+def _forged_payload(plans: bytes, streams: list, fields=("x", "y", "z"), types=None):
+    """A format-2 payload of 3 detections with hand-written plans and streams."""
+    from sensor_codec.codecs.radar_learned import FIELD_NAMES, FIELD_TYPES, _Bytes
+    types = types or ["<f4"] * len(fields)
+    head = _Bytes()
+    head.u8(SECTION_FORMAT)
+    head.varint(3)
+    head.u8(0)
+    head.varint(len(fields))
+    for name, dstr in zip(fields, types):
+        head.u8((FIELD_NAMES.index(name) + 1) << 3 | FIELD_TYPES.index(dstr))
+    writer = StreamWriter()
+    for values in streams:
+        write_adaptive(writer, np.array(values, np.int64))
+    section = head.getvalue() + plans + writer.finish()
+    return Container(Modality.RADAR, "radar_ac", "classical", metadata={},
+                     sections=[section]).pack()
+
+
+def test_forged_values_beyond_the_field_type_are_refused():
+    import struct
+    grid_none = bytes([0x00])  # grid domain, no predictor
+    huge_step = grid_none + bytes([255]) + struct.pack("<d", 1e300)
+    fine = grid_none + bytes([1])  # 0.01 from the step table
+    with pytest.raises(WireFormatError, match="beyond the range of float32"):
+        decode(_forged_payload(huge_step + fine + fine, [[1, 2, 3]] * 3))
+    # the same plans with sane values decode
+    ok = decode(_forged_payload(fine + fine + fine, [[1, 2, 3]] * 3))
+    np.testing.assert_allclose(ok.points["x"], [0.01, 0.02, 0.03], rtol=1e-6)
+    with pytest.raises(WireFormatError, match="beyond the range of uint8"):
+        decode(_forged_payload(fine * 3 + grid_none, [[1, 2, 3]] * 3 + [[300, 1, 2]],
+                               fields=("x", "y", "z", "new_track"),
+                               types=["<f4"] * 3 + ["|u1"]))

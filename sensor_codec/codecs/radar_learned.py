@@ -301,6 +301,15 @@ def _match_prediction(values: np.ndarray, residuals: bool = False) -> np.ndarray
     return np.array(known if residuals else out, np.int64)
 
 
+def _finite_positions(fields: list[_Field], name: str) -> list[np.ndarray]:
+    """Decoded positions in metres for a predictor, refused if not finite (a
+    forged grid step) so that no NaN reaches an integer cast."""
+    metric = [f.metric() for f in fields]
+    if not all(np.isfinite(m).all() for m in metric):
+        raise WireFormatError(f"radar_ac predictor of {name!r} meets non-finite positions")
+    return metric
+
+
 def _range_sorted(positions: list[_Field]) -> bool:
     norm = sum(p.metric() ** 2 for p in positions)
     return norm.size >= 16 and float(np.mean(np.diff(norm) >= 0)) >= RANGE_SORTED_FRACTION
@@ -327,7 +336,10 @@ def _undo_range_prediction(res: np.ndarray, unit: float, others: list[np.ndarray
     for i in range(1, len(out)):
         xm = float(out[i - 1]) * unit
         r_sq = xm * xm + other_sq[i - 1]
-        out[i] += sign * round(math.sqrt(max(r_sq - other_sq[i], 0.0)) / unit)
+        pred = math.sqrt(max(r_sq - other_sq[i], 0.0)) / unit
+        if not pred < MAX_INT:  # inf or NaN from a forged step, or out of range
+            raise WireFormatError("radar_ac range predictor decodes beyond 2**45 grid steps")
+        out[i] += sign * round(pred)
         if abs(out[i]) >= MAX_INT:
             raise WireFormatError("radar_ac range predictor decodes beyond 2**45 grid steps")
     return np.array(out, np.int64)
@@ -735,7 +747,7 @@ class RadarAdaptiveCodec(Codec):
                 if any(q.domain != DOMAIN_GRID for q in pos):
                     raise WireFormatError(f"radar_ac radial predictor of {name!r} names a "
                                           "position field that is not on a grid")
-                cos = _radial_cosine([q.metric() for q in pos])
+                cos = _radial_cosine(_finite_positions(pos, name))
                 base = res + np.round(plan["c"] * cos).astype(np.int64)
                 if plan["ref"] is not None:
                     base = base + grid_of(plan["ref"]).base
@@ -748,7 +760,7 @@ class RadarAdaptiveCodec(Codec):
                 if any(q.domain != DOMAIN_GRID for q in others):
                     raise WireFormatError(f"radar_ac range predictor of {name!r} names a "
                                           "position field that is not on a grid")
-                base = _undo_range_prediction(res, gcd * step, [q.metric() for q in others],
+                base = _undo_range_prediction(res, gcd * step, _finite_positions(others, name),
                                               plan["sign"])
             if np.abs(base).max() >= MAX_INT // max(gcd, 1):
                 raise WireFormatError(f"radar_ac field {name!r} decodes to values beyond "
@@ -760,6 +772,15 @@ class RadarAdaptiveCodec(Codec):
                                       "beyond 32 bits")
             records[name] = _ordered_to_float32(ints)
         else:
+            # An encoder only puts values of the field's type on a grid: a
+            # payload claiming more is forged or damaged, not data to wrap.
+            limit = np.finfo(dt).max if dt.kind == "f" else None
+            if limit is not None and not np.abs(ints.astype(np.float64) * step).max() <= limit:
+                raise WireFormatError(f"radar_ac field {name!r} decodes beyond the range of "
+                                      f"{dt}")
+            if limit is None and (ints.min() < np.iinfo(dt).min or ints.max() > np.iinfo(dt).max):
+                raise WireFormatError(f"radar_ac field {name!r} decodes beyond the range of "
+                                      f"{dt}")
             records[name] = _dequantise(ints, step, dt)
         return _Field(plan["index"], name, plan["domain"], step, base, gcd, dt.kind == "f")
 
