@@ -48,7 +48,7 @@ from ..pointcloud.context_model import ContextModel, default_model, scale_index
 from ..pointcloud.entropy import (SideReader, SideWriter, StreamReader, StreamWriter,
                                   estimate_int_sequence_bits, read_int_sequence,
                                   write_int_sequence)
-from ..pointcloud.rangeimage import coded_order, estimate_beams, ring_field, spherical
+from ..pointcloud.rangeimage import coded_order, estimate_beams, ring_field
 from ..pointcloud.semantic import CLASS_FIELD, bounds_for_classes, load_class_bounds
 from ..wire import Container, meta_get
 from .streams import zstd_decompress_exact
@@ -204,7 +204,7 @@ class RangeCodeLidar(Codec):
         write_int_sequence(writer, side, runs)
         write_int_sequence(writer, side, (np.arange(n) - src)[dup])
         uniq = np.flatnonzero(~dup)
-        u = pts[uniq]
+        u = pts[uniq] if dup.any() else pts
 
         # 2. per-point bounds
         class_bounds = None
@@ -322,13 +322,13 @@ class RangeCodeLidar(Codec):
         near = (xyz * xyz).sum(axis=1) < NEAR_RANGE ** 2
         far = np.flatnonzero(~near)
         xf, qf = xyz[far], q[far]
-        R, A, El, C, p1 = predict.quantise(xf, qf, q0)
+        angles: list = []
+        R, A, El, C, p1 = predict.quantise(xf, qf, q0, angles)
         label_bits = 0.0
         if ring:
             beams = u[ring][idx[far]].astype(np.int64)
         else:
-            _, az, el = spherical(xf)
-            beams = estimate_beams(az, el)
+            beams = estimate_beams(*angles)
             if estimate:
                 label_bits = estimate_int_sequence_bits(beams, INT_PERIODS)
         order = coded_order(beams)

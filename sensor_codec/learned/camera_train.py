@@ -227,8 +227,7 @@ def train_camera(train_set: ImageSet, out_dir: str | Path, config: CameraTrainCo
 
 
 def _init_from_release(net: CameraCodecNet, model: str, backbone_id: str,
-                       low_level_factors: tuple[float, ...] = ()
-    semantic_loss_weight: float = 0.0   # backbone cross-entropy on the reconstruction) -> None:
+                       low_level_factors: tuple[float, ...] = ()) -> None:
     """Load a released model's weights; an older float-synthesis release lacks only the
     synthesis grid exponents, which calibration sets."""
     from .release import resolve_release

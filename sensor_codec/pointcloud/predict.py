@@ -67,10 +67,13 @@ def bit_len(v: np.ndarray) -> np.ndarray:
     return np.frexp(np.abs(v).astype(np.float64))[1]
 
 
-def quantise(xyz: np.ndarray, q: np.ndarray, q0: float):
+def quantise(xyz: np.ndarray, q: np.ndarray, q0: float, angles: list | None = None):
     """Integers (R, A, El, C) for N x 3 float64 points and per-point steps q,
-    and the spherical layer's points p1 (so the caller need not recompute them)."""
+    and the spherical layer's points p1 (so the caller need not recompute
+    them); ``angles``, when given, receives the exact azimuth and elevation."""
     r, az, el = spherical(xyz)
+    if angles is not None:
+        angles.extend((az, el))
     angle_step = q0 / REF_RANGE
     R = np.round(r / q0).astype(np.int64)
     A = np.round(az / angle_step).astype(np.int64)
