@@ -563,3 +563,10 @@ def test_forged_values_beyond_the_field_type_are_refused():
         decode(_forged_payload(fine * 3 + grid_none, [[1, 2, 3]] * 3 + [[300, 1, 2]],
                                fields=("x", "y", "z", "new_track"),
                                types=["<f4"] * 3 + ["|u1"]))
+
+
+def test_field_type_beyond_pointcloud2_is_refused():
+    from sensor_codec.errors import InvalidFrameError
+    pts = np.zeros(4, [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("stamp", "<i8")])
+    with pytest.raises(InvalidFrameError, match="'stamp' has type <i8"):
+        RadarAdaptiveCodec().encode(PointCloudFrame(pts, Modality.RADAR, 1, 4))

@@ -99,23 +99,23 @@ STEP_TABLE = (0.01, 0.1, 0.005, 0.05, 0.001, 0.0025, 0.025, 0.02, 0.04, 0.5, 0.2
 STEP_INTEGER, STEP_LITERAL = 0, 255
 
 LAYOUT_ORGANISED, LAYOUT_OFFSETS, LAYOUT_ORDER, LAYOUT_INTS_FIRST = 1, 2, 4, 8
-# A field's plan byte: predictor (bits 0-3), constant (bit 4), common factor
-# follows (bit 5), domain (bits 6-7).
+# A field's plan byte: predictor (bits 0-2), options byte follows (bit 3),
+# constant (bit 4), common factor follows (bit 5), domain (bits 6-7).
 DOMAIN_GRID, DOMAIN_BITS, DOMAIN_RAW = 0, 1, 2
-PLAN_CONST, PLAN_GCD = 0x10, 0x20
 PRED_NONE, PRED_PERIOD, PRED_REF, PRED_RADIAL, PRED_KEY, PRED_RANGE, PRED_MATCH = range(7)
+PLAN_OPTIONS, PLAN_CONST, PLAN_GCD = 0x08, 0x10, 0x20
+OPT_CONTEXT = 0x01     # one adaptive model per value of a key field (varint index follows)
+OPT_DICTIONARY = 0x02  # frequent exact residuals coded as one symbol each
+NO_REF = 0  # field references are stored as index + 1
+
 # The range and match predictors decode one detection at a time (each needs
 # the one before): refused beyond this many detections, so that a forged
 # count cannot make the decoder loop for minutes.
 MAX_SEQUENTIAL_POINTS = 1 << 17
 RANGE_SORTED_FRACTION = 0.6  # detections not closer than the previous one
-PLAN_OPTIONS = 0x08  # an options byte follows the predictor's parameters
-OPT_CONTEXT = 0x01   # one adaptive model per value of a key field (varint index follows)
-OPT_DICTIONARY = 0x02  # frequent exact residuals coded as one symbol each
-DICTIONARY_SIZE = 32   # most frequent earlier residuals offered as symbols
+MAX_CONTEXTS = 64            # key values the encoder uses as contexts (the decoder takes 4x)
+DICTIONARY_SIZE = 32         # most frequent earlier residuals offered as symbols
 DICTIONARY_ESCAPE_PRIOR = 0.5
-MAX_CONTEXTS = 64
-NO_REF = 0  # field references are stored as index + 1
 
 _F64 = struct.Struct("<d")
 
@@ -475,8 +475,11 @@ class RadarAdaptiveCodec(Codec):
             sub, off = pts.dtype.fields[name][:2]
             base_dt = sub.base if sub.shape else sub
             count = int(np.prod(sub.shape)) if sub.shape else 1
-            fields.append((name, base_dt.newbyteorder("<").str.replace("<i1", "|i1")
-                           .replace("<u1", "|u1"), int(off), count))
+            dstr = base_dt.newbyteorder("<").str.replace("<i1", "|i1").replace("<u1", "|u1")
+            if dstr not in FIELD_TYPES:
+                raise InvalidFrameError(f"field {name!r} has type {dstr}, which no PointCloud2 "
+                                        f"field can carry; use one of {list(FIELD_TYPES)}")
+            fields.append((name, dstr, int(off), count))
             packed &= off == offset
             offset = off + base_dt.itemsize * count
         packed &= offset == pts.dtype.itemsize
