@@ -5,7 +5,8 @@
 Lidar (x, y, z only, plus ring where the file has it; intensity is a
 separate, user-set bound): bits per point at E = 1 cm and 2 cm for
 rangecode with the shipped model, with a leave-one-out model (trained on
-the other two frames, so no frame is scored by a model that saw it),
+the other two frames and the synthetic sweeps, so no frame is scored by a
+model that saw it),
 and with a flat prior (online adaptation and frame histograms only), and
 the geometry mode the encoder chose (beams or sequence); Draco at the grid step that gives
 the same max error (step 2E/sqrt(3) set through quantization_range, both
@@ -35,7 +36,8 @@ from sensor_codec.codecs.radar_learned import RadarAdaptiveCodec
 from sensor_codec.frames import PointCloudFrame
 from sensor_codec.pointcloud.context_model import uniform_model
 from sensor_codec.pointcloud.predict import STREAMS
-from sensor_codec.pointcloud.train import SAMPLE_DIRS, sample_lidar, train_context_model
+from sensor_codec.pointcloud.train import (SAMPLE_DIRS, sample_lidar, synthetic_lidar,
+                                           train_context_model)
 from sensor_codec.wire import unpack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +76,9 @@ def draco_matched(frame: PointCloudFrame, bound: float, preserve_order: bool):
 def lidar_report(samples: Path, repeats: int) -> None:
     names = list(SAMPLE_DIRS)
     frames = {n: sample_lidar(n, samples, geometry_only=True) for n in names}
-    loo = {n: train_context_model(frames[o] for o in names if o != n) for n in names}
+    synthetic = synthetic_lidar()
+    loo = {n: train_context_model([frames[o] for o in names if o != n] + synthetic)
+           for n in names}
     flat = uniform_model(STREAMS)
     print("## Lidar, geometry (bits per point; max error in mm)")
     print("Ratios are rangecode / Draco with reordering (Draco's smaller mode, which does not "

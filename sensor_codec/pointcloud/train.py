@@ -40,6 +40,24 @@ def train_context_model(frames: Iterable[PointCloudFrame]) -> ContextModel:
 
 
 SAMPLE_DIRS = {"kitti": "kitti_000000", "vod": "vod_00549", "nuscenes": "nuscenes_n015"}
+# Synthetic sweeps in the training set: (seed, beams, columns), one 64-beam
+# and one 32-beam sensor (the real samples' HDL-64E and HDL-32E classes).
+SYNTHETIC_SWEEPS = ((1, 64, 2048), (2, 32, 1084))
+
+
+def synthetic_lidar(sweeps=SYNTHETIC_SWEEPS) -> list[PointCloudFrame]:
+    """First sweep of a seeded synthetic drive per (seed, beams, columns),
+    x, y, z and ring only (deterministic: same sweeps, same model)."""
+    from ..synthetic.drive import SyntheticDrive
+    out = []
+    for seed, beams, columns in sweeps:
+        drive = SyntheticDrive(seed=seed, duration_s=0.3, sensors=("lidar",),
+                               lidar_beams=beams, lidar_columns=columns)
+        frame = drive.lidar_scan(0).frame
+        out.append(PointCloudFrame.from_arrays(
+            frame.modality, stamp_ns=frame.stamp_ns, frame_id=frame.frame_id,
+            **{k: frame.points[k] for k in ("x", "y", "z", "ring")}))
+    return out
 
 
 def sample_lidar(name: str, samples_dir, geometry_only: bool = False) -> PointCloudFrame:
