@@ -13,7 +13,8 @@ checksum and all), never the coded bytes alone.
   stream form). zstd -19 compresses those same bytes, one frame per message.
 * comma2k19 is measured three ways: one message per 20 Hz radar cycle
   (what ``sensor-codec import comma2k19`` writes), one message per second of
-  tracks, and the whole 60 s log as one message.
+  tracks (slices of the stream cloud, ``time`` values unchanged), and the
+  whole 60 s log as one message (``read_comma2k19_stream``).
 * bytes go: container (radar_ac's share of sensor_codec/wire.py: fixed
   header, codec name, model id, frame id, empty metadata, section lengths,
   CRC), radar_ac header (layout and per-field plans) and range-coded words.
