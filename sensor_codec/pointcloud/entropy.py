@@ -140,8 +140,10 @@ class StreamWriter:
         else:
             order, sorted_ctx, starts, ends = context_runs(contexts)
             s_sorted = sym[order]
-            for a, b in zip(starts, ends):
-                self.enc.encode(s_sorted[a:b], categorical(table[sorted_ctx[a]]))
+            rows = sorted_ctx[starts].tolist()
+            # plain ints in the loop: numpy scalars cost microseconds each
+            for a, b, row in zip(starts.tolist(), ends.tolist(), rows):
+                self.enc.encode(s_sorted[a:b], categorical(table[row]))
         self._write_extra(nextra, extra)
 
     def _write_extra(self, nextra: np.ndarray, extra: np.ndarray) -> None:
@@ -214,9 +216,10 @@ class StreamReader:
             sym = np.asarray(self.dec.decode(categorical(table[0]), count), dtype=np.int32)
         else:
             order, sorted_ctx, starts, ends = context_runs(contexts)
-            s_sorted = np.empty(count, np.int32)
-            for a, b in zip(starts, ends):
-                s_sorted[a:b] = self.dec.decode(categorical(table[sorted_ctx[a]]), int(b - a))
+            rows = sorted_ctx[starts].tolist()
+            parts = [self.dec.decode(categorical(table[row]), b - a)
+                     for a, b, row in zip(starts.tolist(), ends.tolist(), rows)]
+            s_sorted = np.concatenate(parts).astype(np.int32, copy=False)
             sym = np.empty(count, np.int32)
             sym[order] = s_sorted
         top = int(sym.max())
