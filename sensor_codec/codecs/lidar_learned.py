@@ -249,37 +249,39 @@ class RangeCodeLidar(Codec):
         q = self._point_steps(u, regular, bound, class_bounds, meta, limit, eps)
         idx = np.flatnonzero(regular)
         point_bound = q_to_bound(q, bound, class_bounds, u, idx)
+        xr = xyz if idx.size == xyz.shape[0] else xyz[idx]  # the regular points
         mode = self.settings["geometry"]
         ring = ring_field(pts)
         beams_plan = seq_plan = None
         if mode == "auto":
-            beams_plan = self._plan_beams(xyz[idx], q, q0, u, idx, ring, estimate=True)
+            beams_plan = self._plan_beams(xr, q, q0, u, idx, ring, estimate=True)
             mode = "beams"
-            quick = sequence.estimate_sequence_bits(self._sequence_grid(xyz[idx], q)[0])
+            quick = sequence.estimate_sequence_bits(self._sequence_grid(xr, q)[0])
             self.last_estimates = {"beams": beams_plan["estimate"], "quick sequence": quick}
             # Coding samples of the two sequence layers costs time; a clear
             # win of the range image (KITTI, nuScenes) skips it.
             if beams_plan["estimate"] > BEAMS_CLEAR_WIN * quick:
-                costs = sequence.sampled_cost_bits(xyz[idx], q, q0)
+                costs = sequence.sampled_cost_bits(xr, q, q0)
                 self.last_estimates.update(costs)
                 costs["beams"] = beams_plan["estimate"]
                 mode = min(("beams", "sequence", "spherical"), key=costs.__getitem__)
         if mode == "beams" and beams_plan is None:
-            beams_plan = self._plan_beams(xyz[idx], q, q0, u, idx, ring)
+            beams_plan = self._plan_beams(xr, q, q0, u, idx, ring)
         if mode == "sequence":
-            seq_plan = self._plan_sequence(xyz[idx], q)
+            seq_plan = self._plan_sequence(xr, q)
         if mode == "spherical":
-            seq_plan = self._plan_spherical(xyz[idx], q, q0)
+            seq_plan = self._plan_spherical(xr, q, q0)
         meta["geometry_mode"] = mode
         plan = beams_plan if mode == "beams" else seq_plan
-        bad = _outside_bound(plan["recon"], xyz[idx], dtypes, point_bound)
+        bad = _outside_bound(plan["recon"], xr, dtypes, point_bound)
         if bad.any():  # float corner cases: keep those points exact instead
             regular[idx[bad]] = False
             keep = ~bad
             idx, q = idx[keep], q[keep]
-            plan = (self._plan_beams(xyz[idx], q, q0, u, idx, ring) if mode == "beams"
-                    else self._plan_sequence(xyz[idx], q) if mode == "sequence"
-                    else self._plan_spherical(xyz[idx], q, q0))
+            xr = xr[keep]
+            plan = (self._plan_beams(xr, q, q0, u, idx, ring) if mode == "beams"
+                    else self._plan_sequence(xr, q) if mode == "sequence"
+                    else self._plan_spherical(xr, q, q0))
         vruns = _runs(~regular)
         meta["verbatim_runs"] = int(vruns.size)
         write_int_sequence(writer, side, vruns)
@@ -319,9 +321,12 @@ class RangeCodeLidar(Codec):
         # Points within NEAR_RANGE of the sensor (no-return placeholders,
         # the car's own body) have no usable azimuth or elevation: they
         # leave the range image and go to the sequence coder.
-        near = (xyz * xyz).sum(axis=1) < NEAR_RANGE ** 2
+        near = (xyz[:, 0] ** 2 + xyz[:, 1] ** 2 + xyz[:, 2] ** 2) < NEAR_RANGE ** 2
         far = np.flatnonzero(~near)
-        xf, qf = xyz[far], q[far]
+        if far.size == near.size:  # the common case: no copies needed
+            xf, qf = xyz, q
+        else:
+            xf, qf = xyz[far], q[far]
         angles: list = []
         R, A, El, C, p1 = predict.quantise(xf, qf, q0, angles)
         label_bits = 0.0
@@ -335,10 +340,13 @@ class RangeCodeLidar(Codec):
         Ro, Ao, Elo, Co = R[order], A[order], El[order], C[order]
         streams = predict.geometry_streams(Ro, Ao, Elo, Co, qf[order], q0, beams[order])
         symbols = predict.stream_symbols(streams[0])
-        recon = np.empty_like(xyz)
-        recon[far] = predict.reconstruct(R, A, El, C, qf, q0, p1)
         near_plan = self._plan_sequence(xyz[near], q[near])
-        recon[near] = near_plan["recon"]
+        if far.size == near.size:
+            recon = predict.reconstruct(R, A, El, C, qf, q0, p1)
+        else:
+            recon = np.empty_like(xyz)
+            recon[far] = predict.reconstruct(R, A, El, C, qf, q0, p1)
+            recon[near] = near_plan["recon"]
         plan = {"RAEC": (R, A, El, C), "beams": beams, "order": order, "streams": streams,
                 "symbols": symbols, "recon": recon, "near": near, "far": far,
                 "near_plan": near_plan}
