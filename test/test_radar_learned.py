@@ -570,3 +570,22 @@ def test_field_type_beyond_pointcloud2_is_refused():
     pts = np.zeros(4, [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("stamp", "<i8")])
     with pytest.raises(InvalidFrameError, match="'stamp' has type <i8"):
         RadarAdaptiveCodec().encode(PointCloudFrame(pts, Modality.RADAR, 1, 4))
+
+
+def test_comma2k19_stream_reader_on_synthetic_arrays(tmp_path):
+    from sensor_codec.datasets.comma2k19 import read_comma2k19_stream
+    t = np.array([100.05, 100.0, 100.00001, 100.05001])  # unsorted on disk
+    value = np.full((4, 7), np.nan)
+    value[:, 0], value[:, 1], value[:, 2] = [30, 10, 20, 40], [1, -1, 0, 2], [0.5, 0, 0.25, 1]
+    value[:, 5], value[:, 6] = [528, 528, 529, 529], [0, 1, 1, 0]
+    tmp_path.joinpath("c").mkdir()
+    np.save(tmp_path / "c" / "t.npy", t)
+    np.save(tmp_path / "c" / "value.npy", value)
+    frame = read_comma2k19_stream(tmp_path / "c")
+    assert frame.stamp_ns == round(100.0 * 1e9) and frame.frame_id == "radar"
+    assert frame.field_names == ("x", "y", "z", "v_r", "track_id", "new_track", "time")
+    np.testing.assert_array_equal(frame.points["x"], [10, 20, 30, 40])
+    np.testing.assert_array_equal(frame.points["track_id"], [528, 529, 528, 529])
+    np.testing.assert_array_equal(frame.points["new_track"], [1, 1, 0, 0])
+    np.testing.assert_allclose(frame.points["time"], [0, 1e-5, 0.05, 0.05001], atol=4e-6)
+    check(frame, decode(RadarAdaptiveCodec().encode(frame)))
