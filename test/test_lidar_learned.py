@@ -282,12 +282,14 @@ def test_lag_codes_round_trip_and_forged_codes_are_refused():
     from sensor_codec.pointcloud.sequence import lag_codes, lags_from_codes
     lags = np.array([0, 1, 1, 3, 3, 3, 2, 5, 5])
     codes = lag_codes(lags)
-    np.testing.assert_array_equal(codes, [0, 1, 0, 3, 0, 0, 2, 5, 0])
+    np.testing.assert_array_equal(codes, [0, 1, 0, 2, 0, 0, -1, 3, 0])
     np.testing.assert_array_equal(lags_from_codes(codes, 64), lags)
     with pytest.raises(WireFormatError, match="before the first point"):
         lags_from_codes(np.array([0, 2, 0]), 64)  # point 1 cannot look 2 back
     with pytest.raises(WireFormatError, match="outside"):
         lags_from_codes(np.array([0, 65]), 64)
+    with pytest.raises(WireFormatError, match="outside"):
+        lags_from_codes(np.array([0, 1, -1]), 64)  # lag 0 after the first point
 
 
 def test_sequence_mode_follows_a_repeating_firing_pattern():

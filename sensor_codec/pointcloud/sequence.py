@@ -14,7 +14,7 @@ the residuals are small.
 Streams (frame-adaptive histograms in the side information, one per
 context that occurs; both sides know the contexts before decoding a stream):
 
-* ``lag code``: 0 = same lag as the previous point, else the new lag;
+* ``lag code``: the change of the lag from the previous point's;
 * ``x`` residual, context: did the lag change;
 * ``y`` residual, context: bit length of |x residual| and lag change;
 * ``z`` residual, context: bit length of |x| + |y| residual and lag change.
@@ -88,22 +88,21 @@ def choose_lags(G: np.ndarray, max_lag: int = MAX_LAG) -> np.ndarray:
 
 
 def lag_codes(lags: np.ndarray) -> np.ndarray:
-    """0 where the lag repeats the previous point's, else the lag itself."""
-    codes = lags.copy()
-    codes[1:][lags[1:] == lags[:-1]] = 0
-    return codes
+    """Change of the lag from the previous point (0: same reference pattern;
+    a firing that lost a return shifts the lag by a little)."""
+    return np.diff(lags, prepend=0)
 
 
 def lags_from_codes(codes: np.ndarray, max_lag: int) -> np.ndarray:
     m = codes.size
     if m == 0:
         return codes
-    if codes[0] != 0 or (codes < 0).any() or (codes > max_lag).any():
-        raise WireFormatError(f"sequence-mode lag codes outside 0..{max_lag}")
-    # Each point takes the most recent nonzero code at or before it.
-    last = np.maximum.accumulate(np.where(codes > 0, np.arange(m), 0))
-    lags = codes[last]
-    if (lags[1:] < 1).any() or (lags > np.arange(m)).any():
+    if np.abs(codes).max() > max_lag:
+        raise WireFormatError(f"sequence-mode lag change outside -{max_lag}..{max_lag}")
+    lags = np.cumsum(codes)
+    if lags[0] != 0 or (lags[1:] < 1).any() or (lags > max_lag).any():
+        raise WireFormatError(f"sequence-mode lags outside 1..{max_lag}")
+    if (lags > np.arange(m)).any():
         raise WireFormatError("sequence-mode lag refers before the first point")
     return lags
 
