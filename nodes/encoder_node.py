@@ -25,11 +25,12 @@ topic lists, ``<modality>.codec`` and that codec's settings as
 * ``semantic_topic_suffix``: when the camera codec computes a semantic map
   (``camera_learned``), it is published as ``mono8`` class ids on
   ``<camera topic><suffix>`` with the image's header ('' = not published).
-* ``lidar.semantic_calibration``, ``lidar.semantic_max_age``,
+* ``lidar.semantic_calibration``, ``lidar.semantic_max_age``, ``lidar.semantic_wait``,
   ``lidar.semantic_camera``: with ``lidar.codec: rangecode`` and
   ``lidar.semantic: true`` and a camera codec that computes a semantic map,
   each lidar point is labelled with the class of the pixel it projects to in
-  the latest map no further than the max age from the cloud's stamp
+  the latest map no further than the max age from the cloud's stamp, waiting
+  up to ``lidar.semantic_wait`` for the camera to get there
   (``sensor_codec.semantic_steering``); the class sets its error bound.
 """
 
@@ -88,6 +89,10 @@ STEERING_PARAMS = (
     ParamSpec("lidar.semantic_max_age", float, 0.15,
               "seconds between a lidar cloud's stamp and the camera's semantic map it may use; "
               "older: every point gets the default bound", min=0.0, max=10.0),
+    ParamSpec("lidar.semantic_wait", float, 0.5,
+              "longest a lidar cloud waits for the camera's semantic map of its time (the "
+              "camera codec is slower than the lidar codec); 0 = use the map already there",
+              min=0.0, max=10.0),
     ParamSpec("lidar.semantic_camera", str, "",
               "camera topic whose semantic map steers the lidar ('' = the first camera topic)"),
 )
@@ -207,7 +212,8 @@ class EncoderNode(StoppableNode):
                               f"{camera_topics}")
         calibration = load_calibration(params["lidar.semantic_calibration"] or None)
         return {"camera": camera, "calibration": calibration,
-                "cache": SemanticMapCache(params["lidar.semantic_max_age"])}
+                "cache": SemanticMapCache(params["lidar.semantic_max_age"]),
+                "wait_s": params["lidar.semantic_wait"]}
 
     def _camera_setup(self, topic: str, params, qos) -> CameraCoding:
         """Codec instances (one per quality level under a bandwidth target) and the
@@ -285,7 +291,7 @@ class EncoderNode(StoppableNode):
         frame = pointcloud2_to_frame(msg, modality)
         raw_bytes = frame.nbytes
         if modality == Modality.LIDAR and self._steering is not None:
-            labels = self._steering["cache"].get(frame.stamp_ns)
+            labels = self._steering["cache"].get(frame.stamp_ns, self._steering["wait_s"])
             frame = label_cloud(frame, labels, self._steering["calibration"])
         payload = codec.encode(frame)
         out = payload_to_compressed(payload, self.types, frame.stamp_ns, frame.frame_id)
@@ -318,10 +324,13 @@ class EncoderNode(StoppableNode):
             cache = self._steering["cache"]
             extra.update({"semantic.camera": self._steering["camera"],
                           "semantic.steered_frames": str(cache.hits),
-                          "semantic.no_recent_map": str(cache.misses)})
+                          "semantic.no_recent_map": str(cache.misses),
+                          "semantic.waited_frames": str(cache.waits)})
         return extra
 
     def shutdown(self) -> None:
+        if self._steering is not None:
+            self._steering["cache"].close()  # a lidar worker may be waiting for a map
         for worker in self.workers:
             worker.stop()
 

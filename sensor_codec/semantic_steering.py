@@ -30,6 +30,7 @@ Pure numpy; no ROS.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,32 +156,64 @@ def label_cloud(frame: PointCloudFrame, labels: np.ndarray | None,
 
 
 class SemanticMapCache:
-    """The latest semantic map of a camera and its stamp; thread-safe."""
+    """The latest semantic map of a camera and its stamp; thread-safe.
+
+    The camera codec is slower than the lidar codec, so a cloud usually
+    reaches the encoder before the map of its time: ``get`` may wait (bounded)
+    for it."""
 
     def __init__(self, max_age_s: float) -> None:
         if not (np.isfinite(max_age_s) and max_age_s >= 0):
             raise ConfigError(f"semantic map max age must be >= 0 s, got {max_age_s!r}")
         self.max_age_ns = int(round(max_age_s * 1e9))
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._labels: np.ndarray | None = None
         self._stamp_ns = 0
+        self._closed = False
         self.hits = 0
         self.misses = 0
+        self.waits = 0  # gets that had to wait for a map
 
     def put(self, labels: np.ndarray, stamp_ns: int) -> None:
         """Keep the map unless a newer one is already held (worker threads race)."""
-        with self._lock:
+        with self._cond:
             if self._labels is None or stamp_ns >= self._stamp_ns:
                 self._labels = labels
                 self._stamp_ns = int(stamp_ns)
+                self._cond.notify_all()
 
-    def get(self, stamp_ns: int) -> np.ndarray | None:
+    def close(self) -> None:
+        """Release every waiting ``get`` (shutting down)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def get(self, stamp_ns: int, wait_s: float = 0.0) -> np.ndarray | None:
         """The map if its stamp is within the max age of ``stamp_ns`` (either
-        side: the camera may run just ahead of the lidar), else None."""
-        with self._lock:
-            if self._labels is not None and abs(int(stamp_ns) - self._stamp_ns) <= self.max_age_ns:
-                self.hits += 1
-                return self._labels
+        side: the camera may run just ahead of the lidar), else None.
+
+        With ``wait_s`` > 0 and no such map yet, waits up to that long for one,
+        unless the map held is already newer than ``stamp_ns`` plus the max age
+        (the camera has moved past this cloud's time)."""
+        stamp_ns = int(stamp_ns)
+        deadline = time.monotonic() + wait_s
+        waited = False
+        with self._cond:
+            while True:
+                if self._labels is not None:
+                    if abs(stamp_ns - self._stamp_ns) <= self.max_age_ns:
+                        self.hits += 1
+                        return self._labels
+                    if self._stamp_ns > stamp_ns + self.max_age_ns:
+                        break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    break
+                if not waited:
+                    waited = True
+                    self.waits += 1
+                    self._cond.notify_all()  # lets a test see that it waits
+                self._cond.wait(remaining)
             self.misses += 1
             return None
 

@@ -907,6 +907,9 @@ def test_lidar_points_carry_the_camera_class(semantic_pipeline):
     assert values["semantic.camera"] == SEM_CAMERA
     assert int(values["semantic.steered_frames"]) == len(STEERED)
     assert int(values["semantic.no_recent_map"]) == p.primes + 1  # warm-up sweeps, sweep 0
+    # Only the warm-up sweeps waited (0.5 s) for a map: the steered ones found
+    # theirs, and for sweep 0 the camera was long past its time.
+    assert int(values["semantic.waited_frames"]) == p.primes
 
 
 # --- start-up checks (in this process: fast) ---------------------------------------------
@@ -985,6 +988,7 @@ def test_nodes_declare_described_read_only_parameters():
         assert node._camera_coding["c"].rate is None  # off: the fixed camera.quality
         assert node.get_parameter("semantic_topic_suffix").value == "/semantic"
         assert node.get_parameter("lidar.semantic_max_age").value == 0.15
+        assert node.get_parameter("lidar.semantic_wait").value == 0.5
         assert node.codec_settings[Modality.LIDAR] == ("grid", {"max_error": 0.02,
                                                                 "zstd_level": 9})
     finally:

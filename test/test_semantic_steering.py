@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import yaml
@@ -154,3 +157,36 @@ def test_map_cache_keeps_the_newest_map_and_honours_the_max_age():
     assert (cache.hits, cache.misses) == (2, 2)
     with pytest.raises(ConfigError, match="max age must be >= 0 s"):
         SemanticMapCache(-1.0)
+
+
+def test_map_cache_waits_for_the_map_of_the_cloud_time():
+    cache = SemanticMapCache(max_age_s=0.15)
+    cache.put(np.zeros((2, 2), np.uint8), 1_000_000_000)
+    # A cloud at 1.5 s: the camera has not got there yet, so the lidar worker waits.
+    result = {}
+    waiter = threading.Thread(target=lambda: result.update(map=cache.get(1_500_000_000, 30.0)))
+    waiter.start()
+    with cache._cond:
+        assert cache._cond.wait_for(lambda: cache.waits == 1, timeout=30.0)
+    later = np.ones((2, 2), np.uint8)
+    cache.put(later, 1_550_000_000)  # the camera frame 50 ms after the sweep
+    waiter.join(30.0)
+    assert result["map"] is later and (cache.hits, cache.misses, cache.waits) == (1, 0, 1)
+
+    # The camera is already past the cloud's time: no waiting, no map.
+    started = time.monotonic()
+    assert cache.get(1_000_000_000, 30.0) is None
+    assert time.monotonic() - started < 10.0
+    # Nothing comes within the wait: None after it.
+    started = time.monotonic()
+    assert cache.get(2_000_000_000, 0.05) is None
+    assert time.monotonic() - started >= 0.05
+    assert (cache.hits, cache.misses, cache.waits) == (1, 2, 2)
+    # Closing releases a waiter at once.
+    waiter = threading.Thread(target=lambda: result.update(closed=cache.get(3_000_000_000, 60.0)))
+    waiter.start()
+    with cache._cond:
+        assert cache._cond.wait_for(lambda: cache.waits == 3, timeout=30.0)
+    cache.close()
+    waiter.join(30.0)
+    assert not waiter.is_alive() and result["closed"] is None
