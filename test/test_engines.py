@@ -4,6 +4,8 @@ backbone + camera encoder graph, the engines CLI; TensorRT itself where it impor
 
 from __future__ import annotations
 
+import ctypes
+import enum
 import importlib.util
 import json
 import logging
@@ -769,8 +771,6 @@ def test_tensorrt_fused_engine_outputs_semantic_and_latents(fused, tmp_path):
 # samples), so the CUDA / TensorRT plumbing runs here without a GPU: a misspelt
 # call, a wrong argument order or a wrong copy direction fails these tests.
 
-import ctypes  # noqa: E402
-import enum  # noqa: E402
 
 
 class FakeCudart(types.ModuleType):
@@ -1015,7 +1015,7 @@ def _fake_tensorrt(version: str, cudart: FakeCudart, *, dla_cores: int = 0, pars
         def __init__(self) -> None:
             self.shapes = {}
 
-        def set_shape(self, input, min, opt, max):  # noqa: A002 - TensorRT's parameter names
+        def set_shape(self, input, min, opt, max):  # TensorRT's parameter names
             if not (len(min) == len(opt) == len(max)):
                 raise TypeError("set_shape(): min, opt and max must have the same rank")
             self.shapes[input] = (tuple(min), tuple(opt), tuple(max))
@@ -1569,7 +1569,7 @@ def test_engines_build_int8_from_a_rosbag_and_fp16_defaults(fake_trt, fused, sma
     builds = len(fake_trt.builds)
     int8 = TensorRTBackend(backbone, 0, {"engines": str(out), "int8": True})
     feeds = {"image": image_to_input(np.ascontiguousarray(test_frames(1)[0][:64, :96]))}
-    semantic, tap = int8.run("backbone", feeds)
+    semantic, _ = int8.run("backbone", feeds)
     reference = make_backend(backbone, "onnxruntime").run("backbone", feeds)
     assert np.array_equal(semantic, reference[0]) and len(fake_trt.builds) == builds
     with pytest.raises(ConfigError, match="no usable int8 engine .* build it first"):
@@ -1592,8 +1592,8 @@ def test_engines_build_int8_from_a_rosbag_and_fp16_defaults(fake_trt, fused, sma
 def test_only_the_tensorrt_backend_imports_tensorrt_and_only_cuda_runtime_the_cuda_bindings():
     import re
 
-    pattern = {"tensorrt": re.compile(r"^\s*(import tensorrt\b|from tensorrt\b)", re.M),
-               "cuda": re.compile(r"^\s*(import cuda\b|from cuda(\.| )\S* ?import)", re.M)}
+    pattern = {"tensorrt": re.compile(r"^\s*(import tensorrt\b|from tensorrt\b)", re.MULTILINE),
+               "cuda": re.compile(r"^\s*(import cuda\b|from cuda(\.| )\S* ?import)", re.MULTILINE)}
     found = {"tensorrt": [], "cuda": []}
     for path in sorted([*(REPO / "sensor_codec").rglob("*.py"), *(REPO / "nodes").rglob("*.py")]):
         text = path.read_text()

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
 from .artefacts import (
     PRECISIONS,
     Decision,
@@ -47,7 +48,6 @@ from .calibration import (
     graph_feeds,
     source_frames,
 )
-from ..errors import ConfigError
 from .errors import EngineError
 from .shapes import ShapePlan
 
