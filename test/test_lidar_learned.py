@@ -390,3 +390,22 @@ def test_points_near_the_sensor_leave_the_range_image(monkeypatch):
     unsplit = RangeCodeLidar(bound=0.01, geometry="beams").encode(frame)
     assert unpack(unsplit).metadata["near_runs"] == 1
     assert len(payload) < 0.9 * len(unsplit)
+
+
+@pytest.mark.parametrize("prior_weight, coding", [(2.0, 1), (1e9, 0)])
+def test_sequence_streams_round_trip_online_and_with_tables(monkeypatch, prior_weight, coding):
+    """Online coding (no side information) is chosen unless a frame's own
+    histograms are cheaper, as with a prior too heavy to learn from."""
+    from sensor_codec.pointcloud import sequence
+    from sensor_codec.pointcloud.entropy import SideReader, SideWriter, StreamReader, StreamWriter
+    monkeypatch.setattr(sequence, "FLAT_PRIOR_WEIGHT", prior_weight)
+    rng = np.random.default_rng(21)
+    ctx = rng.integers(0, 3, 5000)
+    values = np.round(rng.normal(0, 1 + 4 * ctx)).astype(np.int64)
+    values[::97] = 10 ** 6  # a few large values: extra bits
+    writer, side = StreamWriter(), SideWriter()
+    sequence.write_stream(writer, side, values, ctx)
+    side_bytes = side.getvalue()
+    assert int.from_bytes(side_bytes[:2], "little") == coding
+    got = sequence.read_stream(StreamReader(writer.finish()), SideReader(side_bytes), ctx)
+    np.testing.assert_array_equal(got, values)

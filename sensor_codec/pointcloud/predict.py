@@ -233,9 +233,9 @@ class OnlineTable:
     next chunk (unnormalised: constriction normalises, identically on both
     sides, since the float64 sums are exact IEEE operations)."""
 
-    def __init__(self, prior: np.ndarray) -> None:
+    def __init__(self, prior: np.ndarray, weight: float = ONLINE_PRIOR_WEIGHT) -> None:
         p = prior / prior.sum(axis=1, keepdims=True)
-        self.base = ONLINE_PRIOR_WEIGHT * p
+        self.base = weight * p
         self.counts = np.zeros(prior.shape)
 
     def rows(self) -> np.ndarray:
@@ -246,9 +246,10 @@ class OnlineTable:
         self.counts += np.bincount(ctx * a + sym, minlength=k * a).reshape(k, a)
 
 
-def online_cost_bits(sym, ctx, prior: np.ndarray, chunks) -> float:
+def online_cost_bits(sym, ctx, prior: np.ndarray, chunks,
+                     weight: float = ONLINE_PRIOR_WEIGHT) -> float:
     """Ideal cost of coding ``sym`` in online mode (for choosing the mode)."""
-    table = OnlineTable(prior)
+    table = OnlineTable(prior, weight)
     bits = 0.0
     for a, b in chunks:
         rows = table.rows()

@@ -38,7 +38,7 @@ from ..errors import WireFormatError
 from . import predict
 from .entropy import (ALPHABET, SideReader, SideWriter, StreamReader, StreamWriter,
                       estimate_bits, quantise_histogram, read_int_sequence, symbols_only,
-                      write_int_sequence)
+                      to_symbols, write_int_sequence)
 
 MAX_LAG = 64
 # Keep the previous point's lag unless another reference saves more than
@@ -151,29 +151,77 @@ def _read_tables(side: SideReader, ctx: np.ndarray) -> np.ndarray:
     return table
 
 
+# Streams are coded with frame histograms (side information) or, when that
+# is estimated cheaper, online: counts of the symbols coded so far over a
+# flat prior worth FLAT_PRIOR_WEIGHT symbols per context, no side information.
+TABLES, ONLINE = 0, 1
+FLAT_PRIOR_WEIGHT = 2.0
+
+
+def _histogram_cost_bits(sym: np.ndarray, ctx: np.ndarray) -> float:
+    rows = int(ctx.max()) + 1
+    counts = np.bincount(ctx * ALPHABET + sym, minlength=rows * ALPHABET).reshape(rows, ALPHABET)
+    bits = 0.0
+    for row in counts[counts.sum(axis=1) > 0]:
+        nz = row[row > 0]
+        bits += float(-(nz * np.log2(nz / nz.sum())).sum()) + 8 * (1 + 3 * nz.size)
+    return bits
+
+
+def write_stream(writer: StreamWriter, side: SideWriter, values: np.ndarray,
+                 ctx: np.ndarray) -> None:
+    """Code ``values`` under contexts ``ctx`` the cheaper of the two ways."""
+    symbols = to_symbols(values)
+    sym = symbols[0]
+    rows = int(ctx.max()) + 1
+    prior = np.ones((rows, ALPHABET))
+    chunks = predict.stream_chunks("", values.size, None, None)
+    online_bits = predict.online_cost_bits(sym, ctx, prior, chunks, FLAT_PRIOR_WEIGHT)
+    if online_bits >= _histogram_cost_bits(sym, ctx):
+        side.u16(TABLES)
+        writer.write(values, ctx, _write_tables(side, values, ctx), symbols)
+        return
+    side.u16(ONLINE)
+    table = predict.OnlineTable(prior, FLAT_PRIOR_WEIGHT)
+    for a, b in chunks:
+        writer.write(values[a:b], ctx[a:b], table.rows(),
+                     (sym[a:b], symbols[1][a:b], symbols[2][a:b]))
+        table.update(ctx[a:b], sym[a:b])
+
+
+def read_stream(reader: StreamReader, side: SideReader, ctx: np.ndarray) -> np.ndarray:
+    m = ctx.size
+    how = side.u16()
+    if how == TABLES:
+        return reader.read(m, ctx, _read_tables(side, ctx))
+    if how != ONLINE:
+        raise WireFormatError(f"unknown sequence stream coding {how}")
+    rows = int(ctx.max()) + 1
+    table = predict.OnlineTable(np.ones((rows, ALPHABET)), FLAT_PRIOR_WEIGHT)
+    out = np.empty(m, np.int64)
+    for a, b in predict.stream_chunks("", m, None, None):
+        out[a:b] = reader.read(b - a, ctx[a:b], table.rows())
+        table.update(ctx[a:b], symbols_only(out[a:b]))
+    return out
+
+
 def encode_sequence(writer: StreamWriter, side: SideWriter, G: np.ndarray, lags: np.ndarray):
     m = G.shape[0]
     if m == 0:
         return
-    codes = lag_codes(lags)
-    only = np.zeros(m, np.int64)
-    writer.write(codes, only, _write_tables(side, codes, only))
+    write_stream(writer, side, lag_codes(lags), np.zeros(m, np.int64))
     res, ctxs = residual_streams(G, lags)
     for axis in range(3):
-        table = _write_tables(side, res[:, axis], ctxs[axis])
-        writer.write(res[:, axis], ctxs[axis], table)
+        write_stream(writer, side, res[:, axis], ctxs[axis])
 
 
 def decode_sequence(reader: StreamReader, side: SideReader, m: int, max_lag: int) -> np.ndarray:
     if m == 0:
         return np.zeros((0, 3), np.int64)
-    only = np.zeros(m, np.int64)
-    codes = reader.read(m, only, _read_tables(side, only))
-    lags = lags_from_codes(codes, max_lag)
+    lags = lags_from_codes(read_stream(reader, side, np.zeros(m, np.int64)), max_lag)
     res = np.empty((m, 3), np.int64)
     for axis in range(3):
-        ctx = contexts(res, lags, axis)
-        res[:, axis] = reader.read(m, ctx, _read_tables(side, ctx))
+        res[:, axis] = read_stream(reader, side, contexts(res, lags, axis))
     return sum_along_references(res, np.arange(m) - lags, lags > 0)
 
 
@@ -244,7 +292,7 @@ def encode_spherical(writer: StreamWriter, side: SideWriter, V, C, lags, q, q0) 
     encode_sequence(writer, side, V, lags)
     joint, escape = predict.joint_corrections(C)
     ctx = predict.correction_contexts(V[:, 2], q, q0)
-    writer.write(joint, ctx, _write_tables(side, joint, ctx))
+    write_stream(writer, side, joint, ctx)
     for axis in range(3):
         write_int_sequence(writer, side, C[escape, axis], ())
 
@@ -255,7 +303,7 @@ def decode_spherical(reader: StreamReader, side: SideReader, q, q0) -> np.ndarra
         return np.zeros((0, 3))
     V = decode_sequence(reader, side, m, MAX_LAG)
     ctx = predict.correction_contexts(V[:, 2], q, q0)
-    C, escape = predict.corrections_from_joint(reader.read(m, ctx, _read_tables(side, ctx)))
+    C, escape = predict.corrections_from_joint(read_stream(reader, side, ctx))
     count = int(escape.sum())
     for axis in range(3):
         C[escape, axis] = read_int_sequence(reader, side, count)
