@@ -526,6 +526,22 @@ def test_fused_encoder_payload_matches_and_decodes_on_every_backend(fused, small
                 assert np.all(qmap_ort == 2)
 
 
+def test_fused_encoder_for_a_runtime_exports_its_graph_once(small_models, tmp_path, caplog):
+    from sensor_codec.engines.fused import FusedEncoder
+    from sensor_codec.learned.camera_runtime import LearnedCameraRuntime
+
+    runtime = LearnedCameraRuntime(models=str(small_models), backend="onnxruntime", threads=2)
+    with caplog.at_level(logging.INFO, logger="sensor_codec.engines.fused"):
+        first = FusedEncoder.for_runtime(runtime, "onnxruntime", 2, tmp_path)
+    assert "exporting it" in caplog.text and first.release.manifest["camera"] == runtime.model_id
+    onnx_file = first.release.graph_path("fused_encoder")
+    stamp = onnx_file.stat().st_mtime_ns
+    second = FusedEncoder.for_runtime(runtime, "onnxruntime", 2, tmp_path)
+    assert second.release.model_id == first.release.model_id and onnx_file.stat().st_mtime_ns == stamp
+    rgb = test_frames(2)[1]
+    assert second.compress(rgb, 2).sections == runtime.compress(rgb, 2).sections
+
+
 def test_fused_graph_torch_twin_agrees_with_onnx(fused):
     from sensor_codec.engines.fused import fused_feeds, separate_runtime
     from sensor_codec.learned.runtime import make_backend

@@ -248,6 +248,24 @@ class FusedEncoder:
         self.release = release
         self.backend = make_backend(release, backend, threads)
 
+    @classmethod
+    def for_runtime(cls, runtime, backend: str = "auto", threads: int = 0,
+                    folder: str | Path | None = None) -> FusedEncoder:
+        """The fused encoder of ``runtime``'s camera model: its fused graph loaded from
+        ``folder`` (default: the engines folder, see engines/README.md), exported
+        there first if missing. What an encoder on a GPU backend uses so that the
+        backbone and the camera branch run as one engine."""
+        from .artefacts import default_engines_dir
+
+        out = default_engines_dir(folder)
+        camera = runtime.release
+        try:
+            release = load_fused(out, camera.model_id, str(camera.folder))
+        except ConfigError:
+            log.info("no fused graph for %s in %s yet: exporting it", camera.model_id, out)
+            release = export_fused(out, camera.model_id, str(camera.folder))
+        return cls(runtime, release, backend, threads)
+
     def compress(self, rgb: np.ndarray, level: int, *, semantic_allocation: bool = True):
         runtime = self.runtime
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
