@@ -10,6 +10,11 @@ limited to localhost). The test subscribes to the decoded topics and to
 This file is also the publisher: ``python test_ros_pipeline.py publish``
 reads commands on stdin and publishes the same seeded frames the test
 compares against.
+
+A second pipeline (``semantic_pipeline``, its own domain) runs the learned
+camera codec under a bandwidth target and rangecode in semantic mode on the
+synthetic drive (``publish-drive``): semantic map topics, the bit rate held,
+lidar points labelled from the camera's map.
 """
 
 from __future__ import annotations
