@@ -46,9 +46,9 @@ from ..frames import Modality, PointCloudFrame
 from ..pointcloud import predict, sequence
 from ..pointcloud.context_model import ContextModel, default_model, scale_index
 from ..pointcloud.entropy import (SideReader, SideWriter, StreamReader, StreamWriter,
-                                  estimate_int_sequence_bits, read_int_sequence,
+                                  estimate_bits, estimate_int_sequence_bits, read_int_sequence,
                                   write_int_sequence)
-from ..pointcloud.rangeimage import coded_order, estimate_beams, ring_field
+from ..pointcloud.rangeimage import coded_order, estimate_beams, ring_field, segment_starts
 from ..pointcloud.semantic import CLASS_FIELD, bounds_for_classes, load_class_bounds
 from ..wire import Container, meta_get
 from .streams import zstd_decompress_exact
@@ -254,16 +254,20 @@ class RangeCodeLidar(Codec):
         ring = ring_field(pts)
         beams_plan = seq_plan = None
         if mode == "auto":
-            beams_plan = self._plan_beams(xr, q, q0, u, idx, ring, estimate=True)
-            mode = "beams"
             quick = sequence.estimate_sequence_bits(self._sequence_grid(xr, q)[0])
-            self.last_estimates = {"beams": beams_plan["estimate"], "quick sequence": quick}
+            # give_up_above: estimated beam labels alone dearer than the quick
+            # sequence estimate (a column-ordered scan) end the beam plan early
+            beams_plan = self._plan_beams(xr, q, q0, u, idx, ring, estimate=True,
+                                          give_up_above=quick)
+            beams_bits = beams_plan["estimate"] if beams_plan else float("inf")
+            self.last_estimates = {"beams": beams_bits, "quick sequence": quick}
+            mode = "beams"
             # Coding samples of the two sequence layers costs time; a clear
             # win of the range image (KITTI, nuScenes) skips it.
-            if beams_plan["estimate"] > BEAMS_CLEAR_WIN * quick:
+            if beams_bits > BEAMS_CLEAR_WIN * quick:
                 costs = sequence.sampled_cost_bits(xr, q, q0)
                 self.last_estimates.update(costs)
-                costs["beams"] = beams_plan["estimate"]
+                costs["beams"] = beams_bits
                 mode = min(("beams", "sequence", "spherical"), key=costs.__getitem__)
         if mode == "beams" and beams_plan is None:
             beams_plan = self._plan_beams(xr, q, q0, u, idx, ring)
@@ -317,7 +321,8 @@ class RangeCodeLidar(Codec):
                     zstandard.ZstdCompressor(level=3).compress(raw) if raw else b""]
         return meta, sections
 
-    def _plan_beams(self, xyz, q, q0, u, idx, ring, estimate: bool = False) -> dict:
+    def _plan_beams(self, xyz, q, q0, u, idx, ring, estimate: bool = False,
+                    give_up_above: float = float("inf")) -> dict | None:
         # Points within NEAR_RANGE of the sensor (no-return placeholders,
         # the car's own body) have no usable azimuth or elevation: they
         # leave the range image and go to the sequence coder.
@@ -337,6 +342,12 @@ class RangeCodeLidar(Codec):
             if estimate:
                 label_bits = estimate_int_sequence_bits(beams, INT_PERIODS)
         order = coded_order(beams)
+        if label_bits and np.isfinite(give_up_above):
+            first = segment_starts(beams[order])
+            partial = label_bits + sum(estimate_bits(predict.along_beam_residual(v[order], first))
+                                       for v in (A, R))
+            if partial > give_up_above:
+                return None
         Ro, Ao, Elo, Co = R[order], A[order], El[order], C[order]
         streams = predict.geometry_streams(Ro, Ao, Elo, Co, qf[order], q0, beams[order])
         symbols = predict.stream_symbols(streams[0])
