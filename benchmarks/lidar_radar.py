@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 from pathlib import Path
 
 import DracoPy
@@ -36,8 +37,12 @@ from sensor_codec.codecs.radar_learned import RadarAdaptiveCodec
 from sensor_codec.frames import PointCloudFrame
 from sensor_codec.pointcloud.context_model import uniform_model
 from sensor_codec.pointcloud.predict import STREAMS
-from sensor_codec.pointcloud.train import (SAMPLE_DIRS, sample_lidar, synthetic_lidar,
-                                           train_context_model)
+from sensor_codec.pointcloud.train import (
+    SAMPLE_DIRS,
+    sample_lidar,
+    synthetic_lidar,
+    train_context_model,
+)
 from sensor_codec.wire import unpack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +55,11 @@ def timed(fn, repeats=3, clock=time.perf_counter):
         out = fn()
         best = min(best, clock() - t)
     return out, best
+
+
+def per_second(points: int, seconds: float) -> float:
+    """Million points per second."""
+    return points / seconds / 1e6
 
 
 def max_error(a: PointCloudFrame, b: PointCloudFrame) -> float:
@@ -97,10 +107,10 @@ def lidar_report(samples: Path, repeats: int) -> None:
             for label, model in (("shipped", None), ("loo", loo[n]), ("flat", flat)):
                 codec = RangeCodeLidar(model=model, bound=bound)
                 rep = repeats if label == "shipped" else 1
-                payload, t_enc = timed(lambda: codec.encode(f), rep)
-                dec, t_dec = timed(lambda: codec.decode(payload), rep)
-                _, c_enc = timed(lambda: codec.encode(f), rep, time.process_time)
-                _, c_dec = timed(lambda: codec.decode(payload), rep, time.process_time)
+                payload, t_enc = timed(partial(codec.encode, f), rep)
+                dec, t_dec = timed(partial(codec.decode, payload), rep)
+                _, c_enc = timed(partial(codec.encode, f), rep, time.process_time)
+                _, c_dec = timed(partial(codec.decode, payload), rep, time.process_time)
                 res[label] = (len(payload) * 8 / f.num_points, max_error(f, dec),
                               t_enc, t_dec, c_enc, c_dec, unpack(payload).metadata)
             d_re, _ = draco_matched(f, bound, False)
@@ -109,7 +119,7 @@ def lidar_report(samples: Path, repeats: int) -> None:
             gp = grid.encode(f)
             g_err = max_error(f, grid.decode(gp))
             s, h = res["shipped"], res["loo"]
-            mpts = lambda t: f.num_points / t / 1e6  # noqa: E731
+            mpts = partial(per_second, f.num_points)
             print(f"| {n} | {f.num_points} | {bound * 100:.0f} cm | {s[6]['geometry_mode']} |"
                   f" {s[0]:.2f} ({s[1] * 1e3:.2f}) | {h[0]:.2f} ({h[1] * 1e3:.2f}) |"
                   f" {res['flat'][0]:.2f} | {d_re:.2f} | {d_keep:.2f} ({d_err * 1e3:.2f}) |"
@@ -121,8 +131,8 @@ def lidar_report(samples: Path, repeats: int) -> None:
     for n in names:
         f = sample_lidar(n, samples)
         codec = RangeCodeLidar()
-        payload, t_enc = timed(lambda: codec.encode(f), repeats)
-        dec, t_dec = timed(lambda: codec.decode(payload), repeats)
+        payload, t_enc = timed(partial(codec.encode, f), repeats)
+        dec, t_dec = timed(partial(codec.decode, payload), repeats)
         zs = len(get_codec("zstd").encode(f))
         print(f"- {n}: {len(payload) * 8 / f.num_points:.2f} bits/point (zstd -19 lossless "
               f"{zs * 8 / f.num_points:.2f}), max error {max_error(f, dec) * 1e3:.2f} mm, encode "

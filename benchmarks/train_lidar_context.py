@@ -16,8 +16,12 @@ import argparse
 from pathlib import Path
 
 from sensor_codec.pointcloud.context_model import DEFAULT_MODEL_PATH
-from sensor_codec.pointcloud.train import (SAMPLE_DIRS, sample_lidar, synthetic_lidar,
-                                           train_context_model)
+from sensor_codec.pointcloud.train import (
+    SAMPLE_DIRS,
+    sample_lidar,
+    synthetic_lidar,
+    train_context_model,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,13 @@ from sensor_codec.errors import InvalidFrameError, UnknownModelError, WireFormat
 from sensor_codec.frames import Modality, PointCloudFrame
 from sensor_codec.pointcloud.context_model import default_model, uniform_model
 from sensor_codec.pointcloud.predict import STREAMS
-from sensor_codec.pointcloud.semantic import (CLASS_FIELD, OUTSIDE_VIEW, load_class_bounds,
-                                              point_classes, with_class_field)
+from sensor_codec.pointcloud.semantic import (
+    CLASS_FIELD,
+    OUTSIDE_VIEW,
+    load_class_bounds,
+    point_classes,
+    with_class_field,
+)
 from sensor_codec.wire import Container, unpack
 
 GEOMETRIES = ("auto", "beams", "sequence", "spherical")
@@ -153,7 +158,7 @@ def test_huge_coordinates_are_kept_exactly(geometry):
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
 def test_duplicate_points_are_copies(geometry):
-    xyz, ring = scan(n_beams=4, n_az=50)
+    xyz, _ = scan(n_beams=4, n_az=50)
     block = np.concatenate([xyz[:48], xyz[:48], xyz[48:96], xyz[48:96], xyz[96:]])
     frame = cloud(block, intensity=np.arange(len(block), dtype=np.float32) % 7)
     frame.points["intensity"][48:96] = frame.points["intensity"][:48]
@@ -198,7 +203,7 @@ def test_integer_coordinates_are_refused():
 
 
 def test_unknown_model_is_refused():
-    xyz, ring = scan(n_beams=4, n_az=40)
+    xyz, _ = scan(n_beams=4, n_az=40)
     payload = RangeCodeLidar().encode(cloud(xyz))
     assert unpack(payload).model_id == default_model().model_id
     assert default_model().model_id.startswith("lidar_ctx-")
@@ -296,7 +301,7 @@ def test_sequence_mode_follows_a_repeating_firing_pattern():
     """Column-ordered scan (one firing of every laser, then the next): the
     reference one firing back is found and the rate beats plain deltas."""
     from sensor_codec.pointcloud.sequence import choose_lags
-    xyz, ring = scan(n_beams=16, n_az=2000, seed=5)
+    xyz, _ = scan(n_beams=16, n_az=2000, seed=5)
     column = xyz.reshape(16, 2000, 3).transpose(1, 0, 2).reshape(-1, 3)  # firing order
     frame = cloud(column)
     decoded, payload = roundtrip(frame, geometry="sequence", bound=0.01)
@@ -344,8 +349,11 @@ def test_auto_mode_picks_the_smaller_geometry(name, mode):
 
 def test_joint_corrections_round_trip_with_escapes():
     from sensor_codec.pointcloud.entropy import to_symbols
-    from sensor_codec.pointcloud.predict import (CORR_ESCAPE, corrections_from_joint,
-                                                 joint_corrections)
+    from sensor_codec.pointcloud.predict import (
+        CORR_ESCAPE,
+        corrections_from_joint,
+        joint_corrections,
+    )
     C = np.array([[0, 0, 0], [-1, 1, 0], [1, 1, 1], [-1, -1, -1], [2, 0, 0], [0, -7, 1]])
     values, escape = joint_corrections(C)
     np.testing.assert_array_equal(escape, [False, False, False, False, True, True])
@@ -385,7 +393,7 @@ def test_points_near_the_sensor_leave_the_range_image(monkeypatch):
     np.testing.assert_array_equal(decoded.points["ring"], ring)
     meta = unpack(payload).metadata
     assert meta["near_runs"] > 10
-    import sensor_codec.codecs.lidar_learned as lidar_learned
+    from sensor_codec.codecs import lidar_learned
     monkeypatch.setattr(lidar_learned, "NEAR_RANGE", 0.0)  # everything in the range image
     unsplit = RangeCodeLidar(bound=0.01, geometry="beams").encode(frame)
     assert unpack(unsplit).metadata["near_runs"] == 1
@@ -397,7 +405,12 @@ def test_sequence_streams_round_trip_online_and_with_tables(monkeypatch, prior_w
     """Online coding (no side information) is chosen unless a frame's own
     histograms are cheaper, as with a prior too heavy to learn from."""
     from sensor_codec.pointcloud import sequence
-    from sensor_codec.pointcloud.entropy import SideReader, SideWriter, StreamReader, StreamWriter
+    from sensor_codec.pointcloud.entropy import (
+        SideReader,
+        SideWriter,
+        StreamReader,
+        StreamWriter,
+    )
     monkeypatch.setattr(sequence, "FLAT_PRIOR_WEIGHT", prior_weight)
     rng = np.random.default_rng(21)
     ctx = rng.integers(0, 3, 5000)

@@ -45,14 +45,26 @@ from ..errors import InvalidFrameError, WireFormatError
 from ..frames import Modality, PointCloudFrame
 from ..pointcloud import predict, sequence
 from ..pointcloud.context_model import ContextModel, default_model, scale_index
-from ..pointcloud.entropy import (SideReader, SideWriter, StreamReader, StreamWriter,
-                                  estimate_bits, estimate_int_sequence_bits, read_int_sequence,
-                                  write_int_sequence)
-from ..pointcloud.rangeimage import coded_order, estimate_beams, ring_field, segment_starts
+from ..pointcloud.entropy import (
+    SideReader,
+    SideWriter,
+    StreamReader,
+    StreamWriter,
+    estimate_bits,
+    estimate_int_sequence_bits,
+    read_int_sequence,
+    write_int_sequence,
+)
+from ..pointcloud.rangeimage import (
+    coded_order,
+    estimate_beams,
+    ring_field,
+    segment_starts,
+)
 from ..pointcloud.semantic import CLASS_FIELD, bounds_for_classes, load_class_bounds
 from ..wire import Container, meta_get
-from .streams import zstd_decompress_exact
 from .base import Codec, Param, empty_cloud_from_meta, point_layout_meta, register_codec
+from .streams import zstd_decompress_exact
 
 INTENSITY_NAMES = ("intensity", "reflectance", "reflectivity", "i")
 TIME_NAMES = ("t", "time", "timestamp", "time_offset", "offset_time")

@@ -70,7 +70,7 @@ class ContextModel:
                 f"context model {self.model_id} has no table for stream {stream!r}") from None
 
     @classmethod
-    def from_counts(cls, counts: dict[str, np.ndarray]) -> "ContextModel":
+    def from_counts(cls, counts: dict[str, np.ndarray]) -> ContextModel:
         tables = {}
         for name, c in counts.items():
             c = c.astype(np.float64) + PRIOR
@@ -82,7 +82,7 @@ class ContextModel:
         save_file(self.tables, str(path), metadata={"model_id": self.model_id})
 
     @classmethod
-    def load(cls, path: Path | str = DEFAULT_MODEL_PATH) -> "ContextModel":
+    def load(cls, path: Path | str = DEFAULT_MODEL_PATH) -> ContextModel:
         from safetensors.numpy import load_file
         path = Path(path)
         if not path.is_file():

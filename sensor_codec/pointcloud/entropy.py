@@ -15,8 +15,8 @@ decodes the group, which is how the callers order their streams.
 
 from __future__ import annotations
 
-import numpy as np
 import constriction
+import numpy as np
 
 Categorical = constriction.stream.model.Categorical
 Uniform = constriction.stream.model.Uniform

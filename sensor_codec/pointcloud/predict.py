@@ -26,13 +26,25 @@ spherical layer's error.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 
 from ..errors import WireFormatError
 from .context_model import ContextModel
-from .entropy import (ALPHABET, SideReader, SideWriter, StreamReader, StreamWriter,
-                      estimate_bits, quantise_histogram, read_int_sequence, symbols_only,
-                      to_symbols, write_int_sequence)
+from .entropy import (
+    ALPHABET,
+    SideReader,
+    SideWriter,
+    StreamReader,
+    StreamWriter,
+    estimate_bits,
+    quantise_histogram,
+    read_int_sequence,
+    symbols_only,
+    to_symbols,
+    write_int_sequence,
+)
 from .rangeimage import nearest_in_previous_beam, segment_starts, spherical
 
 REF_RANGE = 16.0  # metres: the angular step is q0 / REF_RANGE
@@ -225,7 +237,7 @@ def stream_chunks(name: str, m: int, starts: np.ndarray, ends: np.ndarray):
     while cuts[-1] < m:
         cuts.append(min(m, cuts[-1] + size))
         size = min(2 * size, ONLINE_CHUNK)
-    return list(zip(cuts[:-1], cuts[1:]))
+    return list(pairwise(cuts))
 
 
 class OnlineTable:

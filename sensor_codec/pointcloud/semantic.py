@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..resources import data_file
 from ..errors import ConfigError, InvalidFrameError
+from ..resources import data_file
 
 CLASS_FIELD = "semantic_class"
 OUTSIDE_VIEW = 255

@@ -36,9 +36,19 @@ import numpy as np
 
 from ..errors import WireFormatError
 from . import predict
-from .entropy import (ALPHABET, SideReader, SideWriter, StreamReader, StreamWriter,
-                      estimate_bits, quantise_histogram, read_int_sequence, symbols_only,
-                      to_symbols, write_int_sequence)
+from .entropy import (
+    ALPHABET,
+    SideReader,
+    SideWriter,
+    StreamReader,
+    StreamWriter,
+    estimate_bits,
+    quantise_histogram,
+    read_int_sequence,
+    symbols_only,
+    to_symbols,
+    write_int_sequence,
+)
 
 MAX_LAG = 64
 # Keep the previous point's lag unless another reference saves more than
@@ -310,9 +320,9 @@ def decode_spherical(reader: StreamReader, side: SideReader, q, q0) -> np.ndarra
     return predict.reconstruct(V[:, 2], V[:, 1], V[:, 0], C, q, q0)
 
 
-def _coded_bits(encode) -> float:
+def _coded_bits(encode, *args) -> float:
     writer, side = StreamWriter(), SideWriter()
-    encode(writer, side)
+    encode(writer, side, *args)
     return 8.0 * (len(writer.finish()) + len(side.getvalue()))
 
 
@@ -329,9 +339,7 @@ def sampled_cost_bits(xyz: np.ndarray, q: np.ndarray, q0: float) -> dict[str, fl
         if x.shape[0] == 0:
             continue
         G = np.round(x / float(qw.min())).astype(np.int64)
-        cost["sequence"] += _coded_bits(
-            lambda wr, sd: encode_sequence(wr, sd, G, choose_lags(G)))
+        cost["sequence"] += _coded_bits(encode_sequence, G, choose_lags(G))
         V, C, _ = spherical_integers(x, qw, q0)
-        cost["spherical"] += _coded_bits(
-            lambda wr, sd: encode_spherical(wr, sd, V, C, spherical_lags(V), qw, q0))
+        cost["spherical"] += _coded_bits(encode_spherical, V, C, spherical_lags(V), qw, q0)
     return {k: v * scale for k, v in cost.items()}
