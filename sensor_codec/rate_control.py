@@ -283,4 +283,4 @@ def quality_ladder(codec_name: str, params) -> tuple[str, list[int]]:
         return param.name, list(range(low, high + 1))
     start = low + (high - low) / 10.0
     values = np.rint(np.linspace(start, high, MAX_LADDER_LEVELS)).astype(int)
-    return param.name, sorted(set(int(v) for v in values))
+    return param.name, sorted({int(v) for v in values})

@@ -107,11 +107,10 @@ def parse_calibration(document, source: str = "<memory>") -> CameraLidarCalibrat
     if (width is None) != (height is None):
         raise ConfigError(f"calibration {source}: give both camera.width and camera.height "
                           f"or neither")
-    if width is not None:
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                   for v in (width, height)):
-            raise ConfigError(f"calibration {source}: camera width/height must be positive "
-                              f"integers, got {width!r} x {height!r}")
+    if width is not None and not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                     for v in (width, height)):
+        raise ConfigError(f"calibration {source}: camera width/height must be positive "
+                          f"integers, got {width!r} x {height!r}")
     return CameraLidarCalibration(k, t, width, height, source)
 
 
@@ -165,7 +164,7 @@ class SemanticMapCache:
     def __init__(self, max_age_s: float) -> None:
         if not (np.isfinite(max_age_s) and max_age_s >= 0):
             raise ConfigError(f"semantic map max age must be >= 0 s, got {max_age_s!r}")
-        self.max_age_ns = int(round(max_age_s * 1e9))
+        self.max_age_ns = round(max_age_s * 1e9)
         self._cond = threading.Condition()
         self._labels: np.ndarray | None = None
         self._stamp_ns = 0

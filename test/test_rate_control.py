@@ -77,6 +77,8 @@ def test_never_exceeds_the_top_level_and_keeps_what_it_cannot_spend():
     assert levels.max() == LEVELS - 1
     assert (levels[1:] == LEVELS - 1).all()
     assert controller.fallbacks == 0
+    # It sends the top level's rate (2000 * 1.3**7 bytes at 10 Hz), far below the target.
+    assert kbps(sizes[1:]) == pytest.approx(2000 * RATIO ** 7 * 8 / 1000 * RATE_HZ, rel=0.05)
     # The bucket holds at most burst_s of credit, however long it goes unspent.
     assert controller.snapshot()["credit_bytes"] <= controller.capacity_bytes
 
@@ -86,6 +88,7 @@ def test_falls_back_to_the_lowest_level_and_counts_it():
     levels, sizes = simulate(controller, lambda k: 2000, 100)
     assert (levels == 0).all()
     assert controller.fallbacks == 99  # every frame after the first, which had no model
+    assert kbps(sizes) == pytest.approx(160.0, rel=0.05)  # level 0's 2000 bytes at 10 Hz
     assert controller.snapshot()["credit_bytes"] == pytest.approx(-controller.capacity_bytes)
 
 

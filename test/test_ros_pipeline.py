@@ -751,8 +751,9 @@ def semantic_pipeline(tmp_path_factory):
             wanted = {t: stamp + (PRIME_LIDAR_DELAY_NS if t == SEM_LIDAR + "/decoded" else 0)
                       for t in SEM_TOPICS}
             assert p.command(f"prime {attempt}", timeout=60) == "prime done"
-            if p.inbox.wait_for(lambda m: all(any(header_stamp_ns(x.header) == wanted[t]
-                                                  for x in m[t]) for t in SEM_TOPICS), 30.0):
+            if p.inbox.wait_for(lambda m, wanted=wanted: all(
+                    any(header_stamp_ns(x.header) == wanted[t] for x in m[t])
+                    for t in SEM_TOPICS), 30.0):
                 p.primes = attempt + 1
                 break
         else:
