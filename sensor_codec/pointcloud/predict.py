@@ -11,8 +11,8 @@ Every point is coded as integers in two layers:
 
 The decoded point ``p1 + q C`` is within ``q/2`` of the original on each
 axis, so within ``E`` in Euclidean distance, whatever the spherical layer
-did; a safety margin covers float rounding (see ``grid_step``). Because a
-point's reconstruction depends only on its own integers, prediction is
+did (``C`` is 0 whenever ``p1`` itself lies within ``E``); a safety margin
+covers float rounding (see ``grid_step``). Because a point's reconstruction depends only on its own integers, prediction is
 lossless integer arithmetic (open loop) and vectorises: residuals along a
 beam are undone with a cumulative sum.
 
@@ -91,7 +91,13 @@ def quantise(xyz: np.ndarray, q: np.ndarray, q0: float, angles: list | None = No
     A = np.round(az / angle_step).astype(np.int64)
     El = np.round(el / angle_step).astype(np.int64)
     p1 = spherical_points(R, A, El, q0)
-    C = np.round((xyz - p1) / q[:, None]).astype(np.int64)
+    d = xyz - p1
+    C = np.round(d / q[:, None]).astype(np.int64)
+    # The grid's cube guarantees the bound through its corners, at distance
+    # q sqrt(3) / 2; any spherical-layer point within that distance needs no
+    # correction at all (most points: corrections are the rarer symbol).
+    inside = d[:, 0] ** 2 + d[:, 1] ** 2 + d[:, 2] ** 2 <= 0.75 * q * q
+    C[inside] = 0
     return R, A, El, C, p1
 
 
