@@ -2,7 +2,7 @@
 
 Every point is coded as integers in two layers:
 
-1. *spherical layer*: range ``R = round(r / q0)``, azimuth ``A`` and
+1. *spherical layer*: range ``R = round(r / (RANGE_STEP q0))``, azimuth ``A`` and
    elevation ``El`` on an angular grid of step ``q0 / REF_RANGE`` (fine
    enough that most corrections below are zero at typical ranges);
 2. *Cartesian correction* ``C = round((p - p1) / q)`` on the point's own
@@ -48,6 +48,12 @@ from .entropy import (
 from .rangeimage import nearest_in_previous_beam, segment_starts, spherical
 
 REF_RANGE = 16.0  # metres: the angular step is q0 / REF_RANGE
+# Range step in units of q0. Coarser than the grid: the radial error (up to
+# 0.8 q0) still leaves most spherical-layer points inside the bound's ball
+# (q0 sqrt(3) / 2 = 0.87 q0) at short range, and every range costs 0.7 bit
+# less; measured best of 1.0-1.9 on the sample frames (1.6: KITTI 7.97 ->
+# 7.45 bits a point at 1 cm).
+RANGE_STEP = 1.6
 CTX_FIRST = 64
 CTX_NO_UP = 65
 STREAMS = {"azimuth": 2, "range": 66, "elevation": 65, "corr": 12}
@@ -87,7 +93,7 @@ def quantise(xyz: np.ndarray, q: np.ndarray, q0: float, angles: list | None = No
     if angles is not None:
         angles.extend((az, el))
     angle_step = q0 / REF_RANGE
-    R = np.round(r / q0).astype(np.int64)
+    R = np.round(r / (RANGE_STEP * q0)).astype(np.int64)
     A = np.round(az / angle_step).astype(np.int64)
     El = np.round(el / angle_step).astype(np.int64)
     p1 = spherical_points(R, A, El, q0)
@@ -117,7 +123,7 @@ def _cos_sin(index: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
 
 def spherical_points(R: np.ndarray, A: np.ndarray, El: np.ndarray, q0: float) -> np.ndarray:
     angle_step = q0 / REF_RANGE
-    r = R * q0
+    r = R * (RANGE_STEP * q0)
     cos_a, sin_a = _cos_sin(A, angle_step)
     cos_e, sin_e = _cos_sin(El, angle_step)
     out = np.empty((R.size, 3))
@@ -178,7 +184,7 @@ def elevation_contexts(R, dR, first) -> np.ndarray:
 
 def correction_contexts(R, q: np.ndarray, q0: float) -> np.ndarray:
     # Expected spherical-layer error in units of the point's grid step.
-    s = R * (q0 * q0 / REF_RANGE) / q
+    s = R * (RANGE_STEP * q0 * q0 / REF_RANGE) / q
     ctx = np.zeros(R.size, np.int64)
     pos = s > 0
     ctx[pos] = np.clip(np.floor(np.log2(s[pos])).astype(np.int64) + 6, 0, 11)
