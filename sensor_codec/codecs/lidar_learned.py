@@ -376,7 +376,8 @@ class RangeCodeLidar(Codec):
         if estimate:
             plan["estimate"] = (label_bits + predict.estimate_geometry_bits(streams[0], symbols)
                                 + estimate_int_sequence_bits(_runs(near))
-                                + sequence.estimate_sequence_bits(near_plan["G"]))
+                                + sequence.estimate_sequence_bits(near_plan["G"],
+                                                                  near_plan["lags"]))
         return plan
 
     @staticmethod
