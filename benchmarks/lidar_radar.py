@@ -93,9 +93,9 @@ def lidar_report(samples: Path, repeats: int) -> None:
     print("## Lidar, geometry (bits per point; max error in mm)")
     print("Ratios are rangecode / Draco with reordering (Draco's smaller mode, which does not "
           "keep the point order); rangecode keeps it. Held-out = leave-one-out model (trained "
-          "on the other frames: the honest figure for KITTI and nuScenes, whose frames the "
-          "shipped model was trained on). Speed: wall clock best of 3 / CPU time best of 3, "
-          "one thread.")
+          "on the other real frames and the synthetic sweeps: the honest figure for KITTI and "
+          "nuScenes, whose frames the shipped model was trained on). Speed: wall clock best "
+          "of 3 / CPU time best of 3, one thread.")
     print("| frame | points | E | mode | rangecode shipped | rangecode held-out | flat prior |"
           " Draco reorder | Draco keep order | grid+zstd | shipped / Draco | held-out / Draco |"
           " held-out / Draco keep order | enc Mpt/s | dec Mpt/s |")
