@@ -157,23 +157,27 @@ def undo_along_beam(d: np.ndarray, first: np.ndarray) -> np.ndarray:
     return cs - base[seg]
 
 
-def range_contexts(idx: np.ndarray, R: np.ndarray, dR: np.ndarray, up: np.ndarray,
-                   first: np.ndarray) -> np.ndarray:
-    """Context of dR at points ``idx`` from the previous beam (already decoded)."""
-    u = up[idx]
-    ctx = np.full(idx.size, CTX_NO_UP, np.int64)
-    has = u >= 0
-    if has.any():
-        i = idx[has]
-        uh = u[has]
-        c1 = np.minimum(bit_len(dR[uh]), 7)
-        prev_up = np.where(first[i], -1, up[np.maximum(i - 1, 0)])
-        ok = prev_up >= 0
-        c2 = np.zeros(i.size, np.int64)
-        c2[ok] = np.minimum(bit_len(R[uh[ok]] - R[prev_up[ok]]), 7)
-        ctx[has] = c1 * 8 + c2
-    ctx[first[idx]] = CTX_FIRST
-    return ctx
+class RangeContexts:
+    """Context of dR from the previous beam (already decoded when a beam is
+    decoded): the bit lengths of the up neighbour's dR and of the up beam's
+    range step under this point. The index work is done once per frame;
+    ``(a, b, R, dR)`` gives the contexts of points a..b-1."""
+
+    def __init__(self, up: np.ndarray, first: np.ndarray) -> None:
+        prev_up = np.where(first, -1, np.r_[-1, up[:-1]])  # up of the previous point
+        self.up = np.maximum(up, 0)
+        self.prev_up = np.maximum(prev_up, 0)
+        self.has_up = up >= 0
+        self.has_both = self.has_up & (prev_up >= 0)
+        self.first = first
+
+    def __call__(self, a: int, b: int, R: np.ndarray, dR: np.ndarray) -> np.ndarray:
+        u = self.up[a:b]
+        c1 = np.minimum(bit_len(dR[u]), 7)
+        c2 = np.where(self.has_both[a:b], np.minimum(bit_len(R[u] - R[self.prev_up[a:b]]), 7), 0)
+        ctx = np.where(self.has_up[a:b], c1 * 8 + c2, CTX_NO_UP)
+        ctx[self.first[a:b]] = CTX_FIRST
+        return ctx
 
 
 def elevation_contexts(R, dR, first) -> np.ndarray:
@@ -219,11 +223,10 @@ def geometry_streams(R, A, El, C, q, q0, sorted_beams):
     dA = along_beam_residual(A, first)
     dR = along_beam_residual(R, first)
     dEl = along_beam_residual(El, first)
-    all_idx = np.arange(R.size)
     cc = correction_contexts(R, q, q0)
     return {
         "azimuth": (dA, first.astype(np.int64)),
-        "range": (dR, range_contexts(all_idx, R, dR, up, first)),
+        "range": (dR, RangeContexts(up, first)(0, R.size, R, dR)),
         "elevation": (dEl, elevation_contexts(R, dR, first)),
         "corr": (joint_corrections(C)[0], cc),
     }, first
@@ -389,9 +392,9 @@ def decode_geometry(reader: StreamReader, side: SideReader, q, q0, sorted_beams,
     range_stream = stream("range")
     dR = np.zeros(m, np.int64)
     R = np.zeros(m, np.int64)
-    for a, b in zip(starts, ends):
-        ctx = range_contexts(np.arange(a, b), R, dR, up, first)
-        d = range_stream.read(a, b, ctx)
+    range_contexts = RangeContexts(up, first)
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        d = range_stream.read(a, b, range_contexts(a, b, R, dR))
         dR[a:b] = d
         R[a:b] = d[0] + np.r_[0, np.cumsum(d[1:])]
 
