@@ -69,7 +69,7 @@ MODE_LEARNED, MODE_ADAPTIVE, MODE_ONLINE = 0, 1, 2
 # learned statistics to the sensor at hand without side information.
 ONLINE_PRIOR_WEIGHT = 16.0
 ONLINE_FIRST_CHUNK = 256
-ONLINE_CHUNK = 8192
+ONLINE_CHUNK = 16384
 
 
 def grid_step(bound: np.ndarray | float, coord_limit: float, out_eps: float) -> np.ndarray:
