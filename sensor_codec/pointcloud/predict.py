@@ -61,6 +61,7 @@ STREAMS = {"azimuth": 2, "range": 66, "elevation": 65, "corr": 12}
 # (almost always: one symbol instead of three, and their joint statistics);
 # CORR_ESCAPE marks the rest, whose corrections follow as plain integers.
 CORR_ESCAPE = 27
+CORR_ESCAPE_VALUE = -(CORR_ESCAPE + 1) // 2  # the value whose zigzag symbol is CORR_ESCAPE
 MODE_LEARNED, MODE_ADAPTIVE, MODE_ONLINE = 0, 1, 2
 # Online mode: the learned table, worth ONLINE_PRIOR_WEIGHT symbols per
 # context, plus the counts of the frame's symbols coded so far, refreshed
@@ -198,8 +199,9 @@ def correction_contexts(R, q: np.ndarray, q0: float) -> np.ndarray:
 def joint_corrections(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Values whose entropy-coder symbol is the joint index of (Cx, Cy, Cz)
     in {-1, 0, 1}^3, or CORR_ESCAPE; and the mask of escaped points."""
-    small = (np.abs(C) <= 1).all(axis=1)
-    j = np.where(small, (C[:, 0] + 1) * 9 + (C[:, 1] + 1) * 3 + (C[:, 2] + 1), CORR_ESCAPE)
+    cx, cy, cz = C[:, 0], C[:, 1], C[:, 2]
+    small = (np.abs(cx) <= 1) & (np.abs(cy) <= 1) & (np.abs(cz) <= 1)
+    j = np.where(small, (cx + 1) * 9 + (cy + 1) * 3 + (cz + 1), CORR_ESCAPE)
     # symbol = zigzag(value): pick the value whose zigzag is j
     return np.where(j % 2 == 0, j // 2, -(j + 1) // 2), ~small
 
@@ -331,7 +333,7 @@ def encode_geometry(writer: StreamWriter, side: SideWriter, R, A, El, C, q, q0,
                          (sym[a:b], nextra[a:b], extra[a:b]))
             if online is not None:
                 online.update(c, sym[a:b])
-    escape = joint_corrections(C)[1]
+    escape = streams["corr"][0] == CORR_ESCAPE_VALUE
     for axis in range(3):
         write_int_sequence(writer, side, C[escape, axis], ())
 
