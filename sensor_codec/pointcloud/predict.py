@@ -319,7 +319,9 @@ def encode_geometry(writer: StreamWriter, side: SideWriter, R, A, El, C, q, q0,
         values, ctx = streams[name]
         sym, nextra, extra = symbols[name]
         chunks = stream_chunks(name, m, starts, ends)
-        mode, table = _choose_mode(sym, ctx, model, name, scale, chunks)
+        # the mode choice estimates the online cost over doubling chunks for
+        # every stream (per beam for range would cost a table refresh a beam)
+        mode, table = _choose_mode(sym, ctx, model, name, scale, stream_chunks("", m, None, None))
         side.u16(mode)
         if mode == MODE_ADAPTIVE:
             side.histogram(table[0])
