@@ -9,7 +9,12 @@ from hypothesis import strategies as st
 
 from sensor_codec.codecs import decode, get_codec
 from sensor_codec.codecs.lidar_learned import RangeCodeLidar
-from sensor_codec.errors import InvalidFrameError, UnknownModelError, WireFormatError
+from sensor_codec.errors import (
+    ConfigError,
+    InvalidFrameError,
+    UnknownModelError,
+    WireFormatError,
+)
 from sensor_codec.frames import Modality, PointCloudFrame
 from sensor_codec.pointcloud.context_model import default_model, uniform_model
 from sensor_codec.pointcloud.predict import STREAMS
@@ -224,6 +229,9 @@ def test_truncated_stream_is_a_wire_error():
 def test_registered_and_settings_validated():
     codec = get_codec("rangecode", bound=0.02)
     assert codec.settings["bound"] == 0.02 and not codec.lossless
+    assert codec.settings["geometry"] == "auto"
+    with pytest.raises(ConfigError, match="octree"):
+        get_codec("rangecode", geometry="octree")
 
 
 # --- semantic steering --------------------------------------------------------
