@@ -333,6 +333,17 @@ def test_sequence_mode_with_semantic_bounds():
     assert err[classes == OUTSIDE_VIEW].max() <= default
 
 
+def test_azimuth_step_is_chosen_per_frame_and_checked():
+    from sensor_codec.pointcloud.predict import AZIMUTH_REFS
+    xyz, ring = scan(n_beams=8, n_az=400, seed=14)
+    c = unpack(RangeCodeLidar(geometry="beams").encode(cloud(xyz, ring=ring)))
+    assert c.metadata["azimuth_ref"] in AZIMUTH_REFS
+    meta = dict(c.metadata, azimuth_ref=3.0)
+    forged = Container(c.modality, c.codec, c.model_id, c.stamp_ns, c.frame_id, meta, c.sections)
+    with pytest.raises(WireFormatError, match="azimuth step"):
+        decode(forged.pack())
+
+
 def test_unknown_geometry_mode_is_refused():
     xyz, _ = scan(n_beams=4, n_az=40)
     c = unpack(RangeCodeLidar().encode(cloud(xyz)))

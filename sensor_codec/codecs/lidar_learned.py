@@ -60,6 +60,7 @@ from ..pointcloud.rangeimage import (
     estimate_beams,
     ring_field,
     segment_starts,
+    spherical,
 )
 from ..pointcloud.semantic import CLASS_FIELD, bounds_for_classes, load_class_bounds
 from ..wire import Container, meta_get
@@ -313,6 +314,7 @@ class RangeCodeLidar(Codec):
             sequence.encode_spherical(writer, side, plan["V"], plan["C"], plan["lags"], q, q0)
         else:
             meta["beam_source"] = ring or ""
+            meta["azimuth_ref"] = plan["az_ref"]
             near_runs = _runs(plan["near"])
             meta["near_runs"] = int(near_runs.size)
             write_int_sequence(writer, side, near_runs)
@@ -344,18 +346,19 @@ class RangeCodeLidar(Codec):
             xf, qf = xyz, q
         else:
             xf, qf = xyz[far], q[far]
-        angles: list = []
-        R, A, El, C, p1 = predict.quantise(xf, qf, q0, angles)
+        polar = spherical(xf)
         label_bits = 0.0
         if ring:
             beams = u[ring][idx[far]].astype(np.int64)
         else:
-            beams = estimate_beams(*angles)
+            beams = estimate_beams(polar[1], polar[2])
             if estimate:
                 label_bits = estimate_int_sequence_bits(beams, INT_PERIODS)
         order = coded_order(beams)
+        first = segment_starts(beams[order])
+        az_ref = predict.choose_azimuth_ref(polar[1], order, first, q0)
+        R, A, El, C, p1 = predict.quantise(xf, qf, q0, az_ref=az_ref, polar=polar)
         if label_bits and np.isfinite(give_up_above):
-            first = segment_starts(beams[order])
             partial = label_bits + sum(estimate_bits(predict.along_beam_residual(v[order], first))
                                        for v in (A, R))
             if partial > give_up_above:
@@ -365,12 +368,13 @@ class RangeCodeLidar(Codec):
         symbols = predict.stream_symbols(streams[0])
         near_plan = self._plan_sequence(xyz[near], q[near])
         if far.size == near.size:
-            recon = predict.reconstruct(R, A, El, C, qf, q0, p1)
+            recon = predict.reconstruct(R, A, El, C, qf, q0, p1, az_ref)
         else:
             recon = np.empty_like(xyz)
-            recon[far] = predict.reconstruct(R, A, El, C, qf, q0, p1)
+            recon[far] = predict.reconstruct(R, A, El, C, qf, q0, p1, az_ref)
             recon[near] = near_plan["recon"]
         plan = {"RAEC": (R, A, El, C), "beams": beams, "order": order, "streams": streams,
+                "az_ref": az_ref,
                 "symbols": symbols, "recon": recon, "near": near, "far": far,
                 "near_plan": near_plan}
         if estimate:
@@ -531,12 +535,16 @@ class RangeCodeLidar(Codec):
                 beams = u[source][idx[far]].astype(np.int64)
             else:
                 beams = read_int_sequence(reader, side, far.size)
+            az_ref = float(meta_get(meta, "azimuth_ref", (int, float)))
+            if az_ref not in predict.AZIMUTH_REFS:
+                raise WireFormatError(f"azimuth step ref {az_ref} is not one of "
+                                      f"{predict.AZIMUTH_REFS}")
             order = coded_order(beams)
             R, A, El, C = predict.decode_geometry(reader, side, qf[order], q0, beams[order],
                                                   self.model, scale_index(bound))
             recon = np.empty((idx.size, 3))
             far_recon = np.empty((far.size, 3))
-            far_recon[order] = predict.reconstruct(R, A, El, C, qf[order], q0)
+            far_recon[order] = predict.reconstruct(R, A, El, C, qf[order], q0, None, az_ref)
             recon[far] = far_recon
             qn = q[near]
             step = float(qn.min()) if qn.size else 1.0

@@ -118,7 +118,8 @@ def export_camera(checkpoint: str | Path, out_dir: str | Path, *, backbone: str 
         "latent_channels": LATENT, "hidden_channels": HIDDEN, "hyper_channels": HYPER,
         "levels": LEVELS, "lambdas": list(LAMBDAS), "qmap_gains": list(QMAP_GAINS),
         "constriction_version": version("constriction"),
-        "training": {k: train_state.get(k) for k in ("epoch", "step", "config", "resumed")},
+        "training": {k: train_state.get(k) for k in ("epoch", "step", "config", "resumed", "parent",
+                                                      "integer_from_step", "synthesis_calibration")},
         "export_command": command, "metrics": {},
     }
     manifest_path = out / f"{model_id}.json"
@@ -156,6 +157,35 @@ def export_camera(checkpoint: str | Path, out_dir: str | Path, *, backbone: str 
     return ModelRelease(model_id=model_id, kind="camera", folder=out, manifest=manifest)
 
 
+def _parent_lines(train_state: dict) -> list[str]:
+    parent, config = train_state.get("parent"), train_state.get("config", {})
+    if not parent:
+        return []
+    before = parent.get("training") or {}
+    lines = [f"- started from `{parent['model']}` ({before.get('step')} steps: "
+             f"{(before.get('config') or {}).get('batch_size')} x {(before.get('config') or {}).get('crop')} crops, "
+             f"lr {(before.get('config') or {}).get('lr')}); its commands are listed first below"]
+    if config.get("decoder_only"):
+        lines.append("- this run trained only the synthesis and inverse gains (encoder, hyperprior and "
+                     "entropy tables of the parent unchanged)")
+    if config.get("low_level_factors"):
+        lines.append(f"- added low levels: the parent's lowest gain x {config['low_level_factors']}")
+    if config.get("semantic_loss_weight"):
+        lines.append(f"- loss adds {config['semantic_loss_weight']} x the backbone's cross-entropy on the "
+                     "reconstruction against its map of the original")
+    return lines
+
+
+def _parent_commands(train_state: dict) -> list[str]:
+    parent = train_state.get("parent")
+    if not parent:
+        return []
+    before = parent.get("training") or {}
+    return [f"# parent {parent['model']}:", (before.get("config") or {}).get("command") or "(not recorded)",
+            *[f"{r['command']}   # resumed at step {r['at_step']}" for r in before.get("resumed") or []],
+            parent.get("export_command") or "", "# this model:"]
+
+
 def camera_card(manifest: dict, train_state: dict) -> str:
     config = train_state.get("config", {})
     metrics = manifest["metrics"]
@@ -173,9 +203,10 @@ def camera_card(manifest: dict, train_state: dict) -> str:
         f"- steps: {train_state.get('step')} ({train_state.get('epoch')} epochs); last epoch: "
         f"loss {history[-1].get('loss', float('nan')):.3f}, bpp {history[-1].get('bpp', float('nan')):.3f}, "
         f"PSNR {history[-1].get('psnr', float('nan')):.2f} dB (training crops, random levels)",
+        *_parent_lines(train_state),
         "- **short CPU training**: this release is an architecture/format check and does NOT meet",
         "  issue 3's rate-distortion bars.", "",
-        "## Commands", "```", config.get("command", "(not recorded)"),
+        "## Commands", "```", *_parent_commands(train_state), config.get("command", "(not recorded)"),
         *[f"{r['command']}   # resumed at step {r['at_step']}, schedule set to {r['max_steps']} steps"
           for r in train_state.get("resumed", [])],
         manifest.get("export_command") or "(not recorded)", "```", "",

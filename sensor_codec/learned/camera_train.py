@@ -137,8 +137,9 @@ def train_camera(train_set: ImageSet, out_dir: str | Path, config: CameraTrainCo
     for p in backbone.parameters():
         p.requires_grad_(False)
     net = CameraCodecNet()
+    parent = None
     if config.init_from:
-        _init_from_release(net, config.init_from, backbone_id, config.low_level_factors)
+        parent = _init_from_release(net, config.init_from, backbone_id, config.low_level_factors)
     net = net.to(config.device)
     trainable = [p for name, p in net.named_parameters()
                  if not config.decoder_only or name.startswith("g_s.") or name == "log_inv_gain"]
@@ -148,6 +149,8 @@ def train_camera(train_set: ImageSet, out_dir: str | Path, config: CameraTrainCo
     generator = torch.Generator().manual_seed(config.seed)
     state = {"model": "camera", "epoch": 0, "step": 0, "history": [], "backbone": backbone_id,
              "config": asdict(config)}
+    if parent:
+        state["parent"] = parent
     if resume is not None:
         resume = Path(resume)
         state = json.loads((resume / STATE_FILE).read_text())
@@ -227,9 +230,10 @@ def train_camera(train_set: ImageSet, out_dir: str | Path, config: CameraTrainCo
 
 
 def _init_from_release(net: CameraCodecNet, model: str, backbone_id: str,
-                       low_level_factors: tuple[float, ...] = ()) -> None:
+                       low_level_factors: tuple[float, ...] = ()) -> dict:
     """Load a released model's weights; an older float-synthesis release lacks only the
-    synthesis grid exponents, which calibration sets."""
+    synthesis grid exponents, which calibration sets. Returns the parent's id and training
+    record, for the model card."""
     from .release import resolve_release
 
     # A folder means its default camera model; anything else is a model id among the shipped ones.
@@ -256,6 +260,10 @@ def _init_from_release(net: CameraCodecNet, model: str, backbone_id: str,
                           f"{sorted(set(result.missing_keys) - allowed)}, unexpected {result.unexpected_keys}")
     if set(result.missing_keys) & allowed:
         net.g_s.calibrated.fill_(0.0)
+    manifest = release.manifest
+    return {"model": release.model_id, "training": manifest.get("training"),
+            "export_command": manifest.get("export_command"), "metrics": {
+                k: manifest.get("metrics", {}).get(k) for k in ("rd_val", "semantic_preservation")}}
 
 
 def _calibrate_synthesis(net: CameraCodecNet, backbone, train_set: ImageSet, config: CameraTrainConfig,
