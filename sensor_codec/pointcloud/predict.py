@@ -54,8 +54,10 @@ REF_RANGE = 16.0  # metres: the angular step is q0 / REF_RANGE
 # less; measured best of 1.0-1.9 on the sample frames (1.6: KITTI 7.97 ->
 # 7.45 bits a point at 1 cm).
 RANGE_STEP = 1.6
-# Candidate azimuth steps, as q0 / ref, chosen per frame (``choose_azimuth_ref``).
-AZIMUTH_REFS = (14.0, 15.0, 16.0, 17.0, 18.0)
+# Candidate azimuth steps, as q0 / ref, chosen per frame (``choose_azimuth_ref``)
+# on AZIMUTH_SAMPLE points of the coded order.
+AZIMUTH_REFS = tuple(14.0 + 0.5 * k for k in range(9))
+AZIMUTH_SAMPLE = 16384
 CTX_FIRST = 64
 CTX_NO_UP = 65
 STREAMS = {"azimuth": 2, "range": 66, "elevation": 65, "corr": 12}
@@ -116,12 +118,18 @@ def choose_azimuth_ref(az: np.ndarray, order: np.ndarray, first: np.ndarray, q0:
     """The azimuth step (as ``q0 / ref``) among AZIMUTH_REFS whose along-beam
     azimuth steps cost least: a step that divides the sensor's firing step
     evenly turns the azimuth stream into near-constant symbols (KITTI at 1 cm:
-    1.84 -> 1.48 bits a point, 7.47 -> 7.13 in all)."""
-    if az.size == 0:
+    7.47 -> 7.07 bits a point in all)."""
+    m = az.size
+    if m == 0:
         return REF_RANGE
-    az_sorted = az[order]
+    # a contiguous stretch of the coded order (a few whole beams) is enough
+    start = max(0, (m - AZIMUTH_SAMPLE) // 2)
+    window = order[start:start + AZIMUTH_SAMPLE]
+    az_sorted = az[window]
+    starts = first[start:start + AZIMUTH_SAMPLE].copy()
+    starts[0] = True
     costs = [estimate_bits(along_beam_residual(np.round(az_sorted / (q0 / ref)).astype(np.int64),
-                                               first)) for ref in AZIMUTH_REFS]
+                                               starts)) for ref in AZIMUTH_REFS]
     return AZIMUTH_REFS[int(np.argmin(costs))]
 
 
@@ -337,9 +345,7 @@ def encode_geometry(writer: StreamWriter, side: SideWriter, R, A, El, C, q, q0,
         values, ctx = streams[name]
         sym, nextra, extra = symbols[name]
         chunks = stream_chunks(name, m, starts, ends)
-        # the mode choice estimates the online cost over doubling chunks for
-        # every stream (per beam for range would cost a table refresh a beam)
-        mode, table = _choose_mode(sym, ctx, model, name, scale, stream_chunks("", m, None, None))
+        mode, table = _choose_mode(sym, ctx, model, name, scale, chunks)
         side.u16(mode)
         if mode == MODE_ADAPTIVE:
             side.histogram(table[0])
