@@ -311,6 +311,7 @@ class RangeCodeLidar(Codec):
             sequence.encode_sequence(writer, side, plan["G"], plan["lags"])
         elif mode == "spherical":
             meta["beam_source"] = ""
+            meta["azimuth_ref"] = plan["az_ref"]
             sequence.encode_spherical(writer, side, plan["V"], plan["C"], plan["lags"], q, q0)
         else:
             meta["beam_source"] = ring or ""
@@ -391,12 +392,22 @@ class RangeCodeLidar(Codec):
 
     @staticmethod
     def _plan_spherical(xyz, q, q0) -> dict:
-        V, C, recon = sequence.spherical_integers(xyz, q, q0)
-        return {"V": V, "C": C, "lags": sequence.spherical_lags(V), "recon": recon}
+        az_ref = sequence.choose_spherical_azimuth_ref(xyz, q, q0)
+        V, C, recon = sequence.spherical_integers(xyz, q, q0, az_ref)
+        return {"V": V, "C": C, "lags": sequence.spherical_lags(V), "recon": recon,
+                "az_ref": az_ref}
 
     def _plan_sequence(self, xyz, q) -> dict:
         G, step = self._sequence_grid(xyz, q)
         return {"G": G, "lags": sequence.choose_lags(G), "recon": G * step}
+
+    @staticmethod
+    def _azimuth_ref(meta: dict) -> float:
+        az_ref = float(meta_get(meta, "azimuth_ref", (int, float)))
+        if az_ref not in predict.AZIMUTH_REFS:
+            raise WireFormatError(f"azimuth step ref {az_ref} is not one of "
+                                  f"{predict.AZIMUTH_REFS}")
+        return az_ref
 
     def _point_steps(self, u, regular, bound, class_bounds, meta, limit, eps):
         sel = u[regular] if u.size else u
@@ -522,7 +533,7 @@ class RangeCodeLidar(Codec):
             step = float(q.min()) if q.size else 1.0
             recon = sequence.decode_sequence(reader, side, idx.size, sequence.MAX_LAG) * step
         elif mode == "spherical":
-            recon = sequence.decode_spherical(reader, side, q, q0)
+            recon = sequence.decode_spherical(reader, side, q, q0, self._azimuth_ref(meta))
         elif mode == "beams":
             near = _mask_from_runs(
                 read_int_sequence(reader, side, meta_get(meta, "near_runs")), idx.size)
@@ -535,10 +546,7 @@ class RangeCodeLidar(Codec):
                 beams = u[source][idx[far]].astype(np.int64)
             else:
                 beams = read_int_sequence(reader, side, far.size)
-            az_ref = float(meta_get(meta, "azimuth_ref", (int, float)))
-            if az_ref not in predict.AZIMUTH_REFS:
-                raise WireFormatError(f"azimuth step ref {az_ref} is not one of "
-                                      f"{predict.AZIMUTH_REFS}")
+            az_ref = self._azimuth_ref(meta)
             order = coded_order(beams)
             R, A, El, C = predict.decode_geometry(reader, side, qf[order], q0, beams[order],
                                                   self.model, scale_index(bound))
