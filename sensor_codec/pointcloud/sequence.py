@@ -55,7 +55,6 @@ MAX_LAG = 64
 # this many grid steps (L1): a kept lag costs a fraction of a bit.
 LAG_KEEP_SLACK = 4
 CTX_BITS = 5
-_NEVER_32 = 2 ** 31 - 1  # cost of no reference yet
 
 
 def choose_lags(G: np.ndarray, max_lag: int = MAX_LAG) -> np.ndarray:
@@ -66,25 +65,30 @@ def choose_lags(G: np.ndarray, max_lag: int = MAX_LAG) -> np.ndarray:
     lags = np.zeros(m, np.int64)
     if m < 2:
         return lags
-    # Differences of int32 copies are exact: coordinates are below 2**28
-    # steps here or the lag search clips them (only the choice is affected).
-    axes = [np.clip(G[:, k], -2 ** 28, 2 ** 28).astype(np.int32) for k in range(3)]
-    best = np.full(m, _NEVER_32, np.int32)
+    # The search runs on 16-bit copies clipped to +-2**13 steps (half the
+    # memory traffic): each |difference| <= 2**14 and their sum <= 49152 fit
+    # uint16. Clipping only blurs the choice among far-apart candidates; the
+    # residuals are computed from the exact integers.
+    axes = [np.clip(G[:, k], -2 ** 13, 2 ** 13).astype(np.int16) for k in range(3)]
+    best = np.full(m, np.iinfo(np.uint16).max, np.uint16)
     best_lag = np.ones(m, np.int64)
-    c = np.empty(m, np.int32)
-    t = np.empty(m, np.int32)
+    c = np.empty(m, np.uint16)
+    t = np.empty(m, np.int16)
     better = np.empty(m, bool)
     for lag in range(1, min(max_lag, m - 1) + 1):
         k = m - lag
-        np.subtract(axes[0][lag:], axes[0][:-lag], out=c[:k])
-        np.abs(c[:k], out=c[:k])
+        ck = c[:k]
+        tk = t[:k]
+        np.subtract(axes[0][lag:], axes[0][:-lag], out=tk)
+        np.abs(tk, out=ck, casting="unsafe")
         for axis in axes[1:]:
-            np.subtract(axis[lag:], axis[:-lag], out=t[:k])
-            np.abs(t[:k], out=t[:k])
-            c[:k] += t[:k]
-        np.less(c[:k], best[lag:], out=better[:k])
+            np.subtract(axis[lag:], axis[:-lag], out=tk)
+            np.abs(tk, out=tk)
+            ck += tk.view(np.uint16)
+        np.less(ck, best[lag:], out=better[:k])
         np.copyto(best_lag[lag:], lag, where=better[:k])
-        np.minimum(best[lag:], c[:k], out=best[lag:])
+        np.minimum(best[lag:], ck, out=best[lag:])
+    axes = [a.astype(np.int32) for a in axes]
     i = np.arange(m)
     prev = np.r_[1, best_lag[:-1]]
     prev_valid = prev <= i
