@@ -149,10 +149,10 @@ def _write_tables(side: SideWriter, values: np.ndarray, ctx: np.ndarray) -> np.n
     """One histogram per context present, in context order; returns the table."""
     sym = symbols_only(values)
     rows = int(ctx.max()) + 1
+    counts = np.bincount(ctx * ALPHABET + sym, minlength=rows * ALPHABET).reshape(rows, ALPHABET)
     table = np.zeros((rows, ALPHABET))
-    for c in np.unique(ctx):
-        table[c] = quantise_histogram(np.bincount(sym[ctx == c], minlength=ALPHABET)
-                                      .astype(np.float64))
+    for c in np.flatnonzero(counts.sum(axis=1)):
+        table[c] = quantise_histogram(counts[c].astype(np.float64))
         side.histogram(table[c])
     return table
 
@@ -182,22 +182,35 @@ def _histogram_cost_bits(sym: np.ndarray, ctx: np.ndarray) -> float:
     return bits
 
 
+def _stream_costs(sym: np.ndarray, ctx: np.ndarray) -> tuple[float, float]:
+    """(online, histogram) cost in bits of the symbols (extra bits not included)."""
+    prior = np.ones((int(ctx.max()) + 1, ALPHABET))
+    chunks = predict.stream_chunks("", sym.size, None, None)
+    return (predict.online_cost_bits(sym, ctx, prior, chunks, FLAT_PRIOR_WEIGHT),
+            _histogram_cost_bits(sym, ctx))
+
+
+def stream_cost_bits(values: np.ndarray, ctx: np.ndarray) -> float:
+    """What ``write_stream`` would spend, ideally (for choosing modes)."""
+    if values.size == 0:
+        return 0.0
+    sym, nextra, _ = to_symbols(values)
+    return min(_stream_costs(sym, ctx)) + float(nextra.sum())
+
+
 def write_stream(writer: StreamWriter, side: SideWriter, values: np.ndarray,
                  ctx: np.ndarray) -> None:
     """Code ``values`` under contexts ``ctx`` the cheaper of the two ways."""
     symbols = to_symbols(values)
     sym = symbols[0]
-    rows = int(ctx.max()) + 1
-    prior = np.ones((rows, ALPHABET))
-    chunks = predict.stream_chunks("", values.size, None, None)
-    online_bits = predict.online_cost_bits(sym, ctx, prior, chunks, FLAT_PRIOR_WEIGHT)
-    if online_bits >= _histogram_cost_bits(sym, ctx):
+    online_bits, table_bits = _stream_costs(sym, ctx)
+    if online_bits >= table_bits:
         side.u16(TABLES)
         writer.write(values, ctx, _write_tables(side, values, ctx), symbols)
         return
     side.u16(ONLINE)
-    table = predict.OnlineTable(prior, FLAT_PRIOR_WEIGHT)
-    for a, b in chunks:
+    table = predict.OnlineTable(np.ones((int(ctx.max()) + 1, ALPHABET)), FLAT_PRIOR_WEIGHT)
+    for a, b in predict.stream_chunks("", values.size, None, None):
         writer.write(values[a:b], ctx[a:b], table.rows(),
                      (sym[a:b], symbols[1][a:b], symbols[2][a:b]))
         table.update(ctx[a:b], sym[a:b])
@@ -347,16 +360,30 @@ def decode_spherical(reader: StreamReader, side: SideReader, q, q0,
     return predict.reconstruct(V[:, 2], V[:, 1], V[:, 0], C, q, q0, None, az_ref)
 
 
-def _coded_bits(encode, *args) -> float:
-    writer, side = StreamWriter(), SideWriter()
-    encode(writer, side, *args)
-    return 8.0 * (len(writer.finish()) + len(side.getvalue()))
+def sequence_cost_bits(G: np.ndarray, lags: np.ndarray) -> float:
+    """What ``encode_sequence`` would spend, ideally."""
+    m = G.shape[0]
+    if m == 0:
+        return 0.0
+    res, ctxs = residual_streams(G, lags)
+    return stream_cost_bits(lag_codes(lags), np.zeros(m, np.int64)) + sum(
+        stream_cost_bits(res[:, axis], ctxs[axis]) for axis in range(3))
+
+
+def spherical_cost_bits(V: np.ndarray, C: np.ndarray, lags: np.ndarray, q, q0) -> float:
+    """What ``encode_spherical`` would spend, ideally."""
+    if V.shape[0] == 0:
+        return 0.0
+    joint, escape = predict.joint_corrections(C)
+    return (sequence_cost_bits(V, lags)
+            + stream_cost_bits(joint, predict.correction_contexts(V[:, 2], q, q0))
+            + sum(estimate_bits(C[escape, axis]) for axis in range(3)))
 
 
 def sampled_cost_bits(xyz: np.ndarray, q: np.ndarray, q0: float) -> dict[str, float]:
-    """Coded size of the two sequence layers on windows of the scan, scaled
-    to the whole scan: what ``auto`` compares (estimates without contexts
-    misjudge the two layers against each other by several per cent)."""
+    """Cost of the two sequence layers on windows of the scan, scaled to the
+    whole scan: what ``auto`` compares (estimates without contexts misjudge
+    the two layers against each other by several per cent)."""
     m = xyz.shape[0]
     windows = sample_windows(m) if m > 2 * SAMPLE_WINDOW else [slice(0, m)]
     scale = m / sum(len(range(*w.indices(m))) for w in windows) if m else 0.0
@@ -366,7 +393,7 @@ def sampled_cost_bits(xyz: np.ndarray, q: np.ndarray, q0: float) -> dict[str, fl
         if x.shape[0] == 0:
             continue
         G = np.round(x / float(qw.min())).astype(np.int64)
-        cost["sequence"] += _coded_bits(encode_sequence, G, choose_lags(G))
+        cost["sequence"] += sequence_cost_bits(G, choose_lags(G))
         V, C, _ = spherical_integers(x, qw, q0)
-        cost["spherical"] += _coded_bits(encode_spherical, V, C, spherical_lags(V), qw, q0)
+        cost["spherical"] += spherical_cost_bits(V, C, spherical_lags(V), qw, q0)
     return {k: v * scale for k, v in cost.items()}
