@@ -139,6 +139,18 @@ def _find_duplicates(points: np.ndarray) -> np.ndarray:
     return src
 
 
+def _mask_order(u: np.ndarray, idx: np.ndarray, ring: str | None) -> np.ndarray:
+    """Order in which the near-point mask is coded: by ring where the cloud
+    has one (no-return placeholders cluster on a few rings), else as stored."""
+    if not ring:
+        return np.arange(idx.size)
+    return coded_order(u[ring][idx].astype(np.int64))
+
+
+def _near_in_mask_order(near: np.ndarray, u, idx, ring) -> np.ndarray:
+    return near[_mask_order(u, idx, ring)]
+
+
 def _outside_bound(recon: np.ndarray, xyz: np.ndarray, dtypes, bound: np.ndarray) -> np.ndarray:
     """Points whose reconstruction, rounded to the output float types, is
     farther than ``bound`` from the original."""
@@ -316,7 +328,7 @@ class RangeCodeLidar(Codec):
         else:
             meta["beam_source"] = ring or ""
             meta["azimuth_ref"] = plan["az_ref"]
-            near_runs = _runs(plan["near"])
+            near_runs = _runs(_near_in_mask_order(plan["near"], u, idx, ring))
             meta["near_runs"] = int(near_runs.size)
             write_int_sequence(writer, side, near_runs)
             beams = plan["beams"]
@@ -380,7 +392,8 @@ class RangeCodeLidar(Codec):
                 "near_plan": near_plan}
         if estimate:
             plan["estimate"] = (label_bits + predict.estimate_geometry_bits(streams[0], symbols)
-                                + estimate_int_sequence_bits(_runs(near))
+                                + estimate_int_sequence_bits(
+                                    _runs(_near_in_mask_order(near, u, idx, ring)))
                                 + sequence.estimate_sequence_bits(near_plan["G"],
                                                                   near_plan["lags"]))
         return plan
@@ -535,14 +548,16 @@ class RangeCodeLidar(Codec):
         elif mode == "spherical":
             recon = sequence.decode_spherical(reader, side, q, q0, self._azimuth_ref(meta))
         elif mode == "beams":
-            near = _mask_from_runs(
+            source = meta.get("beam_source", "")
+            if source and source not in records.dtype.names:
+                raise WireFormatError(f"beam source field {source!r} is not in the layout")
+            in_order = _mask_from_runs(
                 read_int_sequence(reader, side, meta_get(meta, "near_runs")), idx.size)
+            near = np.empty_like(in_order)
+            near[_mask_order(u, idx, source)] = in_order
             far = np.flatnonzero(~near)
             qf = q[far]
-            source = meta.get("beam_source", "")
             if source:
-                if source not in records.dtype.names:
-                    raise WireFormatError(f"beam source field {source!r} is not in the layout")
                 beams = u[source][idx[far]].astype(np.int64)
             else:
                 beams = read_int_sequence(reader, side, far.size)
