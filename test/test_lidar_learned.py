@@ -441,3 +441,28 @@ def test_sequence_streams_round_trip_online_and_with_tables(monkeypatch, prior_w
     assert int.from_bytes(side_bytes[:2], "little") == coding
     got = sequence.read_stream(StreamReader(writer.finish()), SideReader(side_bytes), ctx)
     np.testing.assert_array_equal(got, values)
+
+
+@pytest.mark.parametrize("geometry", ("beams", "spherical", "sequence"))
+def test_points_failing_the_final_check_are_kept_exactly(monkeypatch, geometry):
+    """The encoder's last check (float rounding of the output type) sends
+    failing points to the verbatim set and checks the re-planned rest again."""
+    from sensor_codec.codecs import lidar_learned
+    real = lidar_learned._outside_bound
+    calls = []
+
+    def flag_some_once(recon, xyz, dtypes, bound):
+        bad = real(recon, xyz, dtypes, bound)
+        if not calls:
+            bad[::7] = True
+        calls.append(int(bad.sum()))
+        return bad
+
+    monkeypatch.setattr(lidar_learned, "_outside_bound", flag_some_once)
+    xyz, ring = scan(n_beams=8, n_az=100, seed=15)
+    frame = cloud(xyz, ring=ring)
+    decoded, payload = roundtrip(frame, bound=0.01, geometry=geometry)
+    assert len(calls) == 2 and calls[1] == 0  # re-planned, then checked clean
+    assert unpack(payload).metadata["verbatim_runs"] > 100
+    np.testing.assert_array_equal(decoded.xyz(np.float32)[::7], xyz.astype(np.float32)[::7])
+    check_bound(frame, decoded, 0.01)

@@ -303,14 +303,16 @@ class RangeCodeLidar(Codec):
         meta["geometry_mode"] = mode
         plan = beams_plan if mode == "beams" else seq_plan
         bad = _outside_bound(plan["recon"], xr, dtypes, point_bound)
-        if bad.any():  # float corner cases: keep those points exact instead
+        while bad.any():  # float corner cases: keep those points exact instead
             regular[idx[bad]] = False
             keep = ~bad
-            idx, q = idx[keep], q[keep]
-            xr = xr[keep]
+            idx, q, xr, point_bound = idx[keep], q[keep], xr[keep], point_bound[keep]
+            # per-frame choices (azimuth step, grid of the finest bound) may
+            # move with the set of points: check the new plan again
             plan = (self._plan_beams(xr, q, q0, u, idx, ring) if mode == "beams"
                     else self._plan_sequence(xr, q) if mode == "sequence"
                     else self._plan_spherical(xr, q, q0))
+            bad = _outside_bound(plan["recon"], xr, dtypes, point_bound)
         vruns = _runs(~regular)
         meta["verbatim_runs"] = int(vruns.size)
         write_int_sequence(writer, side, vruns)
