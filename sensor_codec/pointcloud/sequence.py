@@ -28,7 +28,7 @@ to the range-image integers (elevation, azimuth, range) of ``predict``,
 followed by the point's Cartesian corrections as one joint symbol. One
 firing later the same laser has the same elevation, the azimuth moved by
 the firing step and the range barely changed, so these residuals are
-smaller than Cartesian ones (about 12 % fewer bits on View-of-Delft). The
+smaller than Cartesian ones (about 20 % fewer bits on View-of-Delft). The
 azimuth step is chosen per frame so that it divides the firing step.
 """
 
