@@ -235,6 +235,27 @@ def test_comma2k19_groups_tracks_into_radar_cycles(tmp_path):
         f.stamp_ns for f in frames]
 
 
+def test_comma2k19_window_and_stream_groups_keep_message_times(tmp_path):
+    t = np.array([10.0, 10.4, 10.99, 11.0, 11.7, 13.2])
+    value = np.zeros((6, 7))
+    value[:, 0] = np.arange(6)
+    value[:, 5] = [528, 529, 528, 529, 528, 529]
+    assert [g.tolist() for g in group_tracks(t, value[:, 5], "window", window_s=1.0)] == [[0, 1, 2], [3, 4], [5]]
+    assert [g.tolist() for g in group_tracks(t, value[:, 5], "stream")] == [[0, 1, 2, 3, 4, 5]]
+    _write_comma(tmp_path / "c", t, value)
+    windows = read_comma2k19(tmp_path / "c", "window", window_s=1.0)
+    assert [f.num_points for f in windows] == [3, 2, 1]
+    assert windows[1].stamp_ns == 11_000_000_000
+    np.testing.assert_allclose(windows[1].points["time"], [0.0, 0.7], atol=1e-6)
+    np.testing.assert_array_equal(windows[1].points["x"], [3, 4])
+    (stream,) = read_comma2k19(tmp_path / "c", "stream")
+    np.testing.assert_allclose(stream.points["time"], t - 10.0, atol=1e-6)
+    with pytest.raises(DatasetError, match="window_s"):
+        read_comma2k19(tmp_path / "c", "window", window_s=0.0)
+    report = import_comma2k19(tmp_path / "c", tmp_path / "bag", group="window", window_s=2.0)
+    assert report.messages == {"/radar/points": 2} and report.points == {"/radar/points": 6}
+
+
 def test_comma2k19_rejects_bad_arrays(tmp_path):
     _write_comma(tmp_path / "a", np.zeros(3), np.zeros((3, 6)))
     with pytest.raises(DatasetError, match=r"value.npy \(N, 7\)"):

@@ -33,8 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         p.add_argument("--overwrite", action="store_true", help="replace an existing bag")
         p.add_argument("--json", action="store_true", help="print the report as JSON")
         if name == "comma2k19":
-            p.add_argument("--group", choices=("cycle", "timestamp"), default="cycle",
-                           help="one cloud per radar cycle (default) or per distinct t")
+            p.add_argument("--group", choices=("cycle", "timestamp", "window", "stream"), default="cycle",
+                           help="one cloud per radar cycle (default), per distinct t, per --window "
+                                "seconds, or the whole log as one cloud (window and stream add a "
+                                "time field)")
+            p.add_argument("--window", type=float, default=1.0, metavar="SECONDS",
+                           help="cloud length for --group window (default 1.0)")
             p.add_argument("--gap", type=float, default=0.02, metavar="SECONDS",
                            help="a gap longer than this starts a new cycle (default 0.02)")
         else:
@@ -48,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     importer = getattr(importlib.import_module(f"{__package__}.{module_name}"), function_name)
     options = {"storage": args.storage, "overwrite": args.overwrite}
     if args.dataset == "comma2k19":
-        options.update(group=args.group, gap_s=args.gap)
+        options.update(group=args.group, gap_s=args.gap, window_s=args.window)
     else:
         options["stamp_ns"] = int(round(args.stamp * 1e9))
     report = importer(args.directory, args.output, **options)

@@ -19,10 +19,13 @@ Each cloud is stamped with its last message's time and has fields x
 speed, float32), ``track_id`` (CAN address, uint32) and ``new_track``
 (uint8 flag), in ROS's x-forward, y-left frame ``radar``.
 
-``read_comma2k19_stream`` gives the whole log as one cloud instead, in
-message order, with a ``time`` field (float32 seconds after the cloud's
-stamp, the first message's time; float32 keeps 4 us steps over a minute):
-the form in which track continuity across cycles can be exploited.
+``group="window"`` makes one cloud per ``window_s`` seconds and
+``group="stream"`` (``read_comma2k19_stream``) the whole log as one cloud, in
+message order; both add a ``time`` field (float32 seconds after the cloud's
+stamp, its first message's time; float32 keeps 4 us steps over a minute)
+and are the forms in which track continuity across cycles can be exploited
+(radar_ac's keyed predictors): fleets that upload track logs rather than
+stream cycles.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ TIME_FILE, VALUE_FILE = "t.npy", "value.npy"
 COLUMNS = 7
 FORWARD, LEFT, SPEED, ADDRESS, NEW_TRACK = 0, 1, 2, 5, 6
 DEFAULT_GAP_S = 0.02
-GROUPINGS = ("cycle", "timestamp")
+GROUPINGS = ("cycle", "timestamp", "window", "stream")
+DEFAULT_WINDOW_S = 1.0
 
 
 def load_tracks(directory: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -65,12 +69,19 @@ def load_tracks(directory: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def group_tracks(t: np.ndarray, address: np.ndarray, group: str = "cycle",
-                 gap_s: float = DEFAULT_GAP_S) -> list[np.ndarray]:
+                 gap_s: float = DEFAULT_GAP_S, window_s: float = DEFAULT_WINDOW_S) -> list[np.ndarray]:
     """Index arrays, one per output cloud (see the module docstring)."""
     if group not in GROUPINGS:
         raise DatasetError(f"unknown grouping {group!r}; choose one of {list(GROUPINGS)}")
     if len(t) == 0:
         return []
+    if group == "stream":
+        return [np.arange(len(t))]
+    if group == "window":
+        if not (np.isfinite(window_s) and window_s > 0):
+            raise DatasetError(f"window_s must be a positive number of seconds, got {window_s}")
+        bins = np.floor((t - t[0]) / window_s).astype(np.int64)
+        return np.split(np.arange(len(t)), np.flatnonzero(np.diff(bins)) + 1)
     if group == "timestamp":
         cuts = np.flatnonzero(np.diff(t) != 0) + 1
         return np.split(np.arange(len(t)), cuts)
@@ -87,41 +98,39 @@ def group_tracks(t: np.ndarray, address: np.ndarray, group: str = "cycle",
     return groups
 
 
-def read_comma2k19(directory: str | Path, group: str = "cycle",
-                   gap_s: float = DEFAULT_GAP_S) -> list[PointCloudFrame]:
+def read_comma2k19(directory: str | Path, group: str = "cycle", gap_s: float = DEFAULT_GAP_S,
+                   window_s: float = DEFAULT_WINDOW_S) -> list[PointCloudFrame]:
     """One radar PointCloudFrame per group of track messages."""
     t, value = load_tracks(directory)
+    timed = group in ("window", "stream")
     frames = []
-    for idx in group_tracks(t, value[:, ADDRESS], group, gap_s):
+    for idx in group_tracks(t, value[:, ADDRESS], group, gap_s, window_s):
         rows = value[idx]
+        # Cycles are stamped when complete (last message); timed groups at their start.
+        stamp_s = t[idx[0]] if timed else t[idx[-1]]
+        extra = {"time": (t[idx] - t[idx[0]]).astype(np.float32)} if timed else {}
         frames.append(PointCloudFrame.from_arrays(
-            "radar", stamp_ns=int(round(t[idx[-1]] * 1e9)), frame_id=RADAR_FRAME,
+            "radar", stamp_ns=int(round(stamp_s * 1e9)), frame_id=RADAR_FRAME,
             x=rows[:, FORWARD].astype(np.float32), y=rows[:, LEFT].astype(np.float32),
             z=np.zeros(len(idx), np.float32), v_r=rows[:, SPEED].astype(np.float32),
             track_id=rows[:, ADDRESS].astype(np.uint32),
-            new_track=(rows[:, NEW_TRACK] != 0).astype(np.uint8)))
+            new_track=(rows[:, NEW_TRACK] != 0).astype(np.uint8), **extra))
     return frames
 
 
 def read_comma2k19_stream(directory: str | Path) -> PointCloudFrame:
     """Every track message of the log as one radar cloud, in time order."""
-    t, value = load_tracks(directory)
-    if len(t) == 0:
+    frames = read_comma2k19(directory, "stream")
+    if not frames:
         raise DatasetError(f"{str(directory)!r} holds no radar messages")
-    return PointCloudFrame.from_arrays(
-        "radar", stamp_ns=int(round(t[0] * 1e9)), frame_id=RADAR_FRAME,
-        x=value[:, FORWARD].astype(np.float32), y=value[:, LEFT].astype(np.float32),
-        z=np.zeros(len(t), np.float32), v_r=value[:, SPEED].astype(np.float32),
-        track_id=value[:, ADDRESS].astype(np.uint32),
-        new_track=(value[:, NEW_TRACK] != 0).astype(np.uint8),
-        time=(t - t[0]).astype(np.float32))
+    return frames[0]
 
 
 def import_comma2k19(directory: str | Path, bag: str | Path, *, storage: str = "sqlite3",
                      group: str = "cycle", gap_s: float = DEFAULT_GAP_S,
-                     overwrite: bool = False) -> ImportReport:
+                     window_s: float = DEFAULT_WINDOW_S, overwrite: bool = False) -> ImportReport:
     """Write the tracks as ``/radar/points`` clouds stamped with their CAN times."""
-    frames = read_comma2k19(directory, group, gap_s)
+    frames = read_comma2k19(directory, group, gap_s, window_s)
     if not frames:
         raise DatasetError(f"{str(directory)!r} holds no radar messages")
     items = [(RADAR_TOPIC, f.stamp_ns, f) for f in frames]
