@@ -20,6 +20,7 @@ lidar points labelled from the camera's map.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import queue
 import re
@@ -212,6 +213,43 @@ class Pipeline:
         except queue.Empty:
             pytest.fail(f"publisher did not answer {line!r}\n{self.log_text()}")
 
+    def kill_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@contextlib.contextmanager
+def _ros_observer(env: dict, domain_id: int, name: str, topics: dict, qos):
+    """This process's participant (the pipeline's domain, localhost-only discovery) with
+    subscriptions to ``topics`` and /diagnostics collected in an Inbox, spun on a thread."""
+    saved = {k: os.environ.get(k) for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE",
+                                             "FASTDDS_DEFAULT_PROFILES_FILE")}
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = env["FASTDDS_DEFAULT_PROFILES_FILE"]
+    context = Context()
+    rclpy.init(context=context, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node(name, context=context)
+    inbox = Inbox()
+    for topic, msg_type in topics.items():
+        node.create_subscription(msg_type, topic, inbox.callback(topic), qos)
+    node.create_subscription(DiagnosticArray, "/diagnostics", inbox.callback("/diagnostics"), 50)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    try:
+        yield node, inbox
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
@@ -239,24 +277,12 @@ def pipeline(tmp_path_factory):
         """))
 
     # This process's participant: same domain and localhost-only discovery.
-    saved = {k: os.environ.get(k) for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE",
-                                             "FASTDDS_DEFAULT_PROFILES_FILE")}
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = env["FASTDDS_DEFAULT_PROFILES_FILE"]
-    context = Context()
-    rclpy.init(context=context, domain_id=DOMAIN_ID,
-               signal_handler_options=SignalHandlerOptions.NO)
-    node = rclpy.create_node("test_pipeline_observer", context=context)
-    inbox = Inbox()
-    for topic, msg_type in zip(OBSERVED_TOPICS, (Image, PointCloud2, PointCloud2,
-                                                 CompressedImage)):
-        node.create_subscription(msg_type, topic, inbox.callback(topic), QOS)
-    node.create_subscription(DiagnosticArray, "/diagnostics", inbox.callback("/diagnostics"), 50)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    observed = dict(zip(OBSERVED_TOPICS, (Image, PointCloud2, PointCloud2, CompressedImage)))
+    with _ros_observer(env, DOMAIN_ID, "test_pipeline_observer", observed, QOS) as (node, inbox):
+        yield from _run_pipeline(tmp, node, inbox, env, config)
 
+
+def _run_pipeline(tmp, node, inbox, env, config):
     p = Pipeline(tmp)
     p.node, p.inbox, p.env, p.config = node, inbox, env, config
     try:
@@ -269,18 +295,7 @@ def pipeline(tmp_path_factory):
         _prime(p)
         yield p
     finally:
-        for proc in p.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        p.kill_all()
 
 
 def _prime(p: Pipeline) -> None:
@@ -718,24 +733,12 @@ def semantic_pipeline(tmp_path_factory):
             qos: {{depth: 64}}
             diagnostics_period: 0.2
         """))
-    saved = {k: os.environ.get(k) for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE",
-                                             "FASTDDS_DEFAULT_PROFILES_FILE")}
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = env["FASTDDS_DEFAULT_PROFILES_FILE"]
-    context = Context()
-    rclpy.init(context=context, domain_id=SEM_DOMAIN_ID,
-               signal_handler_options=SignalHandlerOptions.NO)
-    node = rclpy.create_node("test_semantic_observer", context=context)
-    inbox = Inbox()
     qos = QoSProfile(depth=64, reliability=ReliabilityPolicy.RELIABLE)
-    for topic, msg_type in SEM_TOPICS.items():
-        node.create_subscription(msg_type, topic, inbox.callback(topic), qos)
-    node.create_subscription(DiagnosticArray, "/diagnostics", inbox.callback("/diagnostics"), 50)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    with _ros_observer(env, SEM_DOMAIN_ID, "test_semantic_observer", SEM_TOPICS, qos) as (node, inbox):
+        yield from _run_semantic_pipeline(tmp, node, inbox, env, config)
 
+
+def _run_semantic_pipeline(tmp, node, inbox, env, config):
     p = Pipeline(tmp)
     p.node, p.inbox, p.env, p.config = node, inbox, env, config
     p.drive = _drive()
@@ -772,18 +775,7 @@ def semantic_pipeline(tmp_path_factory):
         _wait_for_stamps(p, SEM_LIDAR + "/decoded", [_lidar_stamp(p, 0)])
         yield p
     finally:
-        for proc in p.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        p.kill_all()
 
 
 def _prime_stamp(drive, attempt: int) -> int:
