@@ -334,3 +334,47 @@ def test_backend_setting_accepts_gpu_backends_and_refuses_unknown_ones():
         get_codec("camera_learned", backend="bogus")
     with pytest.raises(ConfigError, match="no option 'nonsense'"):
         get_codec("camera_learned", backend="torch-cuda:nonsense")
+
+
+class _PerturbingDecoder:
+    """Stands in for a GPU backend whose kernels for one grid shape round differently."""
+
+    name = "fake-gpu"
+
+    def __init__(self, inner, bad_width: int) -> None:
+        self.inner, self.bad_width, self.calls = inner, bad_width, 0
+
+    def run(self, graph, feeds):
+        outputs = self.inner.run(graph, feeds)
+        if graph == "decoder":
+            self.calls += 1
+            if feeds["grid"].shape[3] == self.bad_width:
+                outputs[0] = outputs[0].copy()
+                outputs[0][0, 0, 5, 5] = (outputs[0][0, 0, 5, 5] + 1) % 256
+        return outputs
+
+
+def test_gpu_backend_encodes_with_the_fused_graph_and_keeps_decoding_exact(tmp_path, monkeypatch):
+    """GPU backends run backbone + camera branch as one fused graph, and a decoder shape whose
+    GPU kernels differ from the CPU reference moves to the CPU, so pictures stay identical."""
+    from sensor_codec.learned.camera_runtime import LearnedCameraRuntime
+
+    release = _shipped_camera()
+    monkeypatch.setenv("SENSOR_CODEC_ENGINES", str(tmp_path))
+    cpu = LearnedCameraRuntime(release=release, backend="onnxruntime", threads=2)
+    gpu = LearnedCameraRuntime(release=release, backend="onnxruntime", threads=2)
+    gpu.on_gpu = True   # what a CUDA / TensorRT backend sets; the graphs run on ONNX Runtime here
+    gpu.backend = _PerturbingDecoder(gpu.backend, bad_width=192 // 16)
+    small, wide = _frames(1)[0][:, :160], _frames(1)[0]   # padded widths 192 and 256
+    for rgb in (small, wide):
+        packed = gpu.compress(rgb, 3)
+        assert gpu._fused is not None and list(tmp_path.glob("fused-*.onnx"))
+        reference = cpu.compress(rgb, 3)
+        assert packed.sections == reference.sections and packed.metadata == reference.metadata
+        a, _ = gpu.decompress(packed.sections, packed.metadata, with_semantic=False)
+        b, _ = cpu.decompress(packed.sections, packed.metadata, with_semantic=False)
+        assert np.array_equal(a, b)
+    # One probe per shape; the perturbed shape is decoded by the CPU reference from then on.
+    assert {shape[3]: backend is gpu.backend for shape, backend in gpu._decoder_checked.items()} == {
+        192 // 16: False, 256 // 16: True}
+    assert gpu.backend.calls == 3   # two probes + the one frame of the exact shape

@@ -27,7 +27,9 @@ from .entropy import Z_LIMIT, HyperLayer, TableCoder, hyper_synthesis_int
 from .int_synthesis import input_integers
 from .importance import QMAP_BLOCK, QMAP_LEVELS, Importance, load_importance
 from .release import ModelRelease, resolve_release
-from .runtime import BackboneRunner, make_backend
+from .runtime import Backend, BackboneRunner, make_backend
+
+CPU_BACKENDS = ("onnxruntime", "torch")
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,14 @@ class LearnedCameraRuntime:
                                        models=str(self.release.folder))
         self.backend = make_backend(self.release, backend, threads)
         self.backend_name = self.backend.name
+        self.threads = threads
+        # GPU backends: the backbone and the camera branch run as one fused engine, and each
+        # decoder input shape is checked once against the CPU reference (see _decoder_for).
+        self.on_gpu = self.backend_name not in CPU_BACKENDS
+        self._backend_spec = backend if backend != "auto" else self.backend_name
+        self._fused = None
+        self._decoder_checked: dict[tuple, Backend] = {}
+        self._cpu_reference: Backend | None = None
         tensors = self.release.load_tensors()
         self.latent_channels = int(manifest["latent_channels"])
         self.layers = []
@@ -118,6 +128,37 @@ class LearnedCameraRuntime:
         return np.asarray(coder.decode(self._qmap_model(), shape[0] * shape[1]),
                           dtype=np.int64).reshape(shape)
 
+    def _fused_encoder(self):
+        if self._fused is None:
+            from ..engines.fused import FusedEncoder
+
+            self._fused = FusedEncoder.for_runtime(self, self._backend_spec, self.threads)
+        return self._fused
+
+    def _decoder_for(self, shape: tuple) -> Backend:
+        """The backend that decodes grids of ``shape``: this runtime's own, unless it is a GPU
+        backend whose kernels for that shape do not reproduce the CPU reference exactly.
+
+        The integer synthesis is exact only with strict fp32 sums; a GPU library that picks
+        Winograd or FFT convolutions for some shape would change pixels silently. So the
+        first grid of each shape is a seeded random one decoded on both, and a mismatch
+        moves that shape to the CPU (logged), keeping every decoder's pictures identical."""
+        if not self.on_gpu:
+            return self.backend
+        if shape not in self._decoder_checked:
+            if self._cpu_reference is None:
+                self._cpu_reference = make_backend(self.release, "onnxruntime", self.threads)
+            probe = np.random.default_rng(0).integers(-64, 65, shape).astype(np.float32)
+            (gpu,) = self.backend.run("decoder", {"grid": probe})
+            (cpu,) = self._cpu_reference.run("decoder", {"grid": probe})
+            exact = np.array_equal(gpu, cpu)
+            if not exact:
+                log.error("%s decodes %s grids differently from the CPU reference (%d pixels differ): "
+                          "decoding them on the CPU", self.backend_name, shape[2:],
+                          int(np.count_nonzero(gpu != cpu)))
+            self._decoder_checked[shape] = self.backend if exact else self._cpu_reference
+        return self._decoder_checked[shape]
+
     @staticmethod
     def padded_shape(height: int, width: int) -> tuple[int, int]:
         return (-(-height // PAD_MULTIPLE) * PAD_MULTIPLE, -(-width // PAD_MULTIPLE) * PAD_MULTIPLE)
@@ -131,6 +172,8 @@ class LearnedCameraRuntime:
         height, width = rgb.shape[:2]
         if height < 16 or width < 16:
             raise InvalidFrameError(f"image {width}x{height} is too small; the learned codec needs >= 16x16")
+        if self.on_gpu:
+            return self._fused_encoder().compress(rgb, level, semantic_allocation=semantic_allocation)
         hp, wp = self.padded_shape(height, width)
         seg = self.backbone.segment(rgb)
         image = _pad_to(rgb.transpose(2, 0, 1), hp, wp)[None].astype(np.float32) / np.float32(255.0)
@@ -195,15 +238,15 @@ class LearnedCameraRuntime:
         # integer pixels, so every backend reconstructs the same picture.
         grid = input_integers(y_hat[None], self._gain_maps(level, qmap, inverse=True),
                               self.synthesis_input_exp)
-        (pixels,) = self.backend.run("decoder", {"grid": grid})
+        (pixels,) = self._decoder_for(grid.shape).run("decoder", {"grid": grid})
         height, width = metadata["height"], metadata["width"]
         if pixels.shape[2] < height or pixels.shape[3] < width:
             raise CodecError(f"decoder produced {pixels.shape[3]}x{pixels.shape[2]} for a {width}x{height} frame")
         crop = pixels[0, :, :height, :width]
         if not np.array_equal(crop, np.clip(np.floor(crop), 0, 255)):
-            # Only a backend that broke integer arithmetic (fp16, TF32) gets here.
-            raise CodecError(f"the {self.backend_name} decoder returned non-integer pixels: this backend "
-                             "does not run the integer synthesis exactly")
+            # The exported graph ends in floor and clip: anything else is not that graph.
+            raise CodecError(f"the {self.backend_name} decoder returned pixels off the 0..255 integer "
+                             "grid: it does not run the exported integer synthesis")
         rgb = np.ascontiguousarray(crop.astype(np.uint8).transpose(1, 2, 0))
         semantic = self.backbone.segment(rgb).semantic if with_semantic else None
         return rgb, semantic
