@@ -466,3 +466,153 @@ def test_points_failing_the_final_check_are_kept_exactly(monkeypatch, geometry):
     assert unpack(payload).metadata["verbatim_runs"] > 100
     np.testing.assert_array_equal(decoded.xyz(np.float32)[::7], xyz.astype(np.float32)[::7])
     check_bound(frame, decoded, 0.01)
+
+
+# --- order = sorted ----------------------------------------------------------------
+
+
+def sorted_roundtrip(frame, **settings_):
+    """Encode with order=sorted; returns (decoded, payload, permutation)."""
+    codec = RangeCodeLidar(order="sorted", **settings_)
+    payload = codec.encode(frame)
+    perm = codec.last_permutation
+    # a permutation of all points: count kept, no point lost or repeated
+    np.testing.assert_array_equal(np.sort(perm), np.arange(frame.num_points))
+    meta = unpack(payload).metadata
+    assert meta["order"] == "sorted"
+    assert meta["order_scheme"] in ("scan", "elevation_azimuth")
+    return decode(payload), payload, perm
+
+
+def permuted(frame, perm):
+    return PointCloudFrame(frame.points[perm], frame.modality, 1, perm.size)
+
+
+def nearest_original_distance(original, decoded):
+    """Distance from each decoded point to the nearest original point: an
+    independent check (no permutation from the encoder) on finite points."""
+    from scipy.spatial import cKDTree
+    a, b = original.xyz(), decoded.xyz()
+    fa, fb = np.isfinite(a).all(axis=1), np.isfinite(b).all(axis=1)
+    assert fa.sum() == fb.sum()
+    if not fb.any():
+        return np.zeros(0)
+    return cKDTree(a[fa]).query(b[fb])[0]
+
+
+@needs_samples
+@pytest.mark.parametrize("name", ["kitti", "vod", "nuscenes"])
+def test_sorted_order_bound_and_fields_on_real_frames(name):
+    from sensor_codec.pointcloud.train import sample_lidar
+    frame = sample_lidar(name, SAMPLES)
+    decoded, payload, perm = sorted_roundtrip(frame, bound=0.01)
+    err = check_bound(permuted(frame, perm), decoded, 0.01)
+    assert err.max() > 0.5 * 0.01
+    assert nearest_original_distance(frame, decoded).max() <= 0.01
+    ie = np.abs(decoded.points["intensity"].astype(np.float64)
+                - frame.points["intensity"][perm])
+    assert ie.max() <= 0.005 + 1e-4
+    if "ring" in frame.field_names:
+        np.testing.assert_array_equal(decoded.points["ring"], frame.points["ring"][perm])
+    keep = RangeCodeLidar(bound=0.01).encode(frame)
+    # the smaller candidate is kept: never dearer than keep beyond its metadata
+    assert len(payload) <= len(keep) + 64
+    if name == "vod":  # no ring field, column-ordered: the elevation/azimuth order wins
+        assert unpack(payload).metadata["order_scheme"] == "elevation_azimuth"
+        assert len(payload) < 0.95 * len(keep)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(0, 300), scale=st.sampled_from([0.05, 1.0, 50.0, 3000.0]),
+       bound=st.floats(0.001, 0.2), nan_fraction=st.sampled_from([0.0, 0.1]),
+       dup_fraction=st.sampled_from([0.0, 0.3]),
+       geometry=st.sampled_from(GEOMETRIES), seed=st.integers(0, 2 ** 31 - 1))
+def test_sorted_order_bound_on_random_clouds(n, scale, bound, nan_fraction, dup_fraction,
+                                             geometry, seed):
+    rng = np.random.default_rng(seed)
+    xyz = rng.normal(0, scale, (n, 3)).astype(np.float32)
+    xyz[rng.random(n) < nan_fraction] = np.nan
+    intensity = rng.random(n).astype(np.float32)
+    copies = np.flatnonzero(rng.random(n) < dup_fraction)
+    if n:
+        sources = rng.integers(0, n, copies.size)
+        xyz[copies], intensity[copies] = xyz[sources], intensity[sources]
+    frame = cloud(xyz, intensity=intensity, index=np.arange(n, dtype=np.int32))
+    decoded, _, perm = sorted_roundtrip(frame, bound=bound, geometry=geometry)
+    check_bound(permuted(frame, perm), decoded, bound)
+    # the other fields travel with their points
+    np.testing.assert_array_equal(decoded.points["index"], perm)
+    ie = np.abs(decoded.points["intensity"].astype(np.float64) - intensity[perm])
+    assert ie.size == 0 or ie.max() <= 0.005 + 1e-6
+    assert nearest_original_distance(frame, decoded).max(initial=0) <= bound
+
+
+def test_sorted_order_edge_cases():
+    empty = cloud(np.zeros((0, 3)), intensity=np.zeros(0, np.float32))
+    decoded, _, perm = sorted_roundtrip(empty)
+    assert decoded.num_points == 0 and perm.size == 0
+    assert decoded.field_names == ("x", "y", "z", "intensity")
+    one = cloud([[1.234, -5.678, 0.9]])
+    decoded, _, perm = sorted_roundtrip(one, bound=0.001)
+    assert perm.tolist() == [0] and errors(one, decoded)[0] <= 0.001
+    nan = cloud(np.full((50, 3), np.nan), index=np.arange(50, dtype=np.int32))
+    decoded, _, perm = sorted_roundtrip(nan)
+    assert np.isnan(decoded.xyz()).all() and decoded.num_points == 50
+    np.testing.assert_array_equal(decoded.points["index"], perm)
+    # NaN points go last, in input order, behind the finite ones
+    mixed_xyz, _ = scan(n_beams=4, n_az=30)
+    mixed_xyz[::7] = np.nan
+    mixed = cloud(mixed_xyz, index=np.arange(len(mixed_xyz), dtype=np.int32))
+    decoded, payload, perm = sorted_roundtrip(mixed)
+    check_bound(permuted(mixed, perm), decoded, 0.01)
+    if unpack(payload).metadata["order_scheme"] == "elevation_azimuth":
+        nan_rows = np.isnan(decoded.xyz()).any(axis=1)
+        assert nan_rows[-nan_rows.sum():].all()
+        assert (np.diff(decoded.points["index"][nan_rows]) > 0).all()
+
+
+def test_sorted_order_puts_copies_next_to_their_originals():
+    xyz, _ = scan(n_beams=4, n_az=50)
+    block = np.concatenate([xyz[:48], xyz[:48], xyz[48:]])
+    frame = cloud(block, index=np.arange(len(block), dtype=np.int32))
+    frame.points["index"][48:96] = frame.points["index"][:48]  # exact copies, all fields
+    from sensor_codec.codecs.lidar_learned import sorted_orders
+    scan_perm = dict(sorted_orders(frame.points))["scan"]
+    np.testing.assert_array_equal(scan_perm[:6], [0, 48, 1, 49, 2, 50])
+    np.testing.assert_array_equal(scan_perm[96:], np.arange(96, len(block)))
+    decoded, _, perm = sorted_roundtrip(frame)
+    check_bound(permuted(frame, perm), decoded, 0.01)
+    np.testing.assert_array_equal(decoded.points["index"], frame.points["index"][perm])
+
+
+def test_sorted_order_recovers_a_shuffled_scan_and_drops_the_grid():
+    xyz, ring = scan(n_beams=16, n_az=200, seed=3)
+    shuffle = np.random.default_rng(4).permutation(len(ring))
+    pts = cloud(xyz[shuffle], ring=ring[shuffle]).points
+    frame = PointCloudFrame(pts, Modality.LIDAR, height=16, width=200)
+    decoded, payload, perm = sorted_roundtrip(frame)
+    assert (decoded.height, decoded.width) == (1, 3200)
+    check_bound(permuted(frame, perm), decoded, 0.01)
+    np.testing.assert_array_equal(decoded.points["ring"], frame.points["ring"][perm])
+    keep = RangeCodeLidar().encode(frame)
+    # a shuffled cloud costs the order's log2(n!) bits a point when kept
+    assert len(payload) < 0.6 * len(keep)
+    assert unpack(payload).metadata["order_scheme"] == "elevation_azimuth"
+
+
+def test_unknown_order_is_refused():
+    frame = cloud(scan(n_beams=2, n_az=20)[0])
+    c = unpack(RangeCodeLidar(order="sorted").encode(frame))
+    forged = Container(modality=c.modality, codec=c.codec, model_id=c.model_id,
+                       metadata={**c.metadata, "order": "shuffled"}, sections=c.sections)
+    with pytest.raises(WireFormatError, match="shuffled"):
+        decode(forged.pack())
+    with pytest.raises(ConfigError):
+        RangeCodeLidar(order="random")
+
+
+def test_keep_order_payload_has_no_order_key():
+    """The default bitstream is unchanged by the option: no order metadata."""
+    frame = cloud(scan(n_beams=2, n_az=20)[0])
+    meta = unpack(RangeCodeLidar().encode(frame)).metadata
+    assert "order" not in meta and "order_scheme" not in meta
