@@ -616,3 +616,42 @@ def test_keep_order_payload_has_no_order_key():
     frame = cloud(scan(n_beams=2, n_az=20)[0])
     meta = unpack(RangeCodeLidar().encode(frame)).metadata
     assert "order" not in meta and "order_scheme" not in meta
+
+
+# --- sensor origin ---------------------------------------------------------------
+
+
+def test_estimated_origin_is_found_used_and_recorded():
+    from sensor_codec.pointcloud.rangeimage import estimate_origin
+    xyz, ring = scan(n_beams=32, n_az=400, seed=5)
+    offset = np.array([0.12, -0.07, 0.21])
+    frame = cloud(xyz + offset, ring=ring)  # the sensor sits at `offset`
+    found = estimate_origin(frame.xyz().astype(np.float64))
+    assert np.abs(found - offset).max() <= 0.011
+    decoded, payload = roundtrip(frame)
+    check_bound(frame, decoded, 0.01)
+    origin_mm = unpack(payload).metadata["origin_mm"]
+    np.testing.assert_allclose(np.array(origin_mm) * 1e-3, offset, atol=0.011)
+    zero = RangeCodeLidar(origin="zero").encode(frame)
+    assert "origin_mm" not in unpack(zero).metadata
+    check_bound(frame, decode(zero), 0.01)
+    assert len(payload) < 0.97 * len(zero)
+
+
+def test_origin_needs_enough_points_and_is_dropped_near_zero():
+    from sensor_codec.pointcloud.rangeimage import estimate_origin
+    xyz, _ = scan(n_beams=4, n_az=100)  # 400 points: too few to estimate
+    np.testing.assert_array_equal(estimate_origin(xyz), np.zeros(3))
+    xyz, ring = scan(n_beams=32, n_az=400, seed=6)  # sensor at (0, 0, 0)
+    meta = unpack(RangeCodeLidar().encode(cloud(xyz, ring=ring))).metadata
+    assert "origin_mm" not in meta
+
+
+@pytest.mark.parametrize("forged", [[1, 2], [1, 2, 3.5], "0,0,0", [2 ** 41, 0, 0]])
+def test_forged_origin_is_refused(forged):
+    xyz, ring = scan(n_beams=32, n_az=400, seed=5)
+    c = unpack(RangeCodeLidar().encode(cloud(xyz + [0.1, 0, 0.2], ring=ring)))
+    bad = Container(modality=c.modality, codec=c.codec, model_id=c.model_id,
+                    metadata={**c.metadata, "origin_mm": forged}, sections=c.sections)
+    with pytest.raises(WireFormatError, match="origin_mm"):
+        decode(bad.pack())
