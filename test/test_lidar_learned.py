@@ -655,3 +655,12 @@ def test_forged_origin_is_refused(forged):
                     metadata={**c.metadata, "origin_mm": forged}, sections=c.sections)
     with pytest.raises(WireFormatError, match="origin_mm"):
         decode(bad.pack())
+
+
+def test_in_scan_order_tells_a_scan_from_a_shuffled_cloud():
+    from sensor_codec.codecs.lidar_learned import in_scan_order
+    xyz, ring = scan(n_beams=16, n_az=200, seed=7)
+    frame = cloud(xyz, ring=ring)
+    assert in_scan_order(frame.points)
+    shuffled = frame.points[np.random.default_rng(8).permutation(frame.num_points)]
+    assert not in_scan_order(shuffled)
