@@ -664,3 +664,23 @@ def test_in_scan_order_tells_a_scan_from_a_shuffled_cloud():
     assert in_scan_order(frame.points)
     shuffled = frame.points[np.random.default_rng(8).permutation(frame.num_points)]
     assert not in_scan_order(shuffled)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(2000, 4000), scale=st.sampled_from([0.5, 20.0, 500.0]),
+       shift=st.floats(-0.3, 0.3), bound=st.floats(0.002, 0.05),
+       order=st.sampled_from(["keep", "sorted"]), geometry=st.sampled_from(GEOMETRIES),
+       seed=st.integers(0, 2 ** 31 - 1))
+def test_bound_holds_with_an_estimated_origin(n, scale, shift, bound, order, geometry, seed):
+    """Clouds large enough for the origin search, with or without structure."""
+    rng = np.random.default_rng(seed)
+    if seed % 2:
+        xyz, _ = scan(n_beams=20, n_az=n // 20, seed=seed % 1000)
+        xyz = xyz + shift
+    else:
+        xyz = rng.normal(0, scale, (n, 3))
+    frame = cloud(xyz)
+    codec = RangeCodeLidar(bound=bound, order=order, geometry=geometry)
+    decoded = decode(codec.encode(frame))
+    perm = codec.last_permutation if order == "sorted" else np.arange(frame.num_points)
+    check_bound(permuted(frame, perm), decoded, bound)
