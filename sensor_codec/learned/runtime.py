@@ -79,6 +79,9 @@ class OnnxRuntimeBackend(Backend):
             if self.threads:
                 options.intra_op_num_threads = self.threads
                 options.inter_op_num_threads = 1
+            # Idle workers sleep instead of spinning: nodes run several sessions and processes
+            # side by side, and spinning threads starve the others (and the numpy steps).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             path = self.release.graph_path(graph)
             if not path.is_file():
                 raise ConfigError(f"ONNX graph {path} of model {self.release.model_id} is missing")
