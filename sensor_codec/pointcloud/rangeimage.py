@@ -148,22 +148,26 @@ def nearest_in_previous_beam(sorted_beams: np.ndarray, azimuth_index: np.ndarray
 # seen from the sensor's optical centre, so the elevation histogram is
 # sharpest there. Measured at 1 cm, order kept: KITTI 7.07 -> 6.60 bits a
 # point, View-of-Delft 5.17 -> 4.66, nuScenes 7.35 -> 6.89.
-ORIGIN_SAMPLE = 5000
+ORIGIN_SAMPLE = 2500
 ORIGIN_STEPS = (0.08, 0.02, 0.005)  # metres, coarse to fine; 3 each way per axis
 ORIGIN_BIN = np.radians(0.02)  # in tan(elevation): near enough to the angle
 ORIGIN_MIN_POINTS = 2000
 ORIGIN_MIN_HORIZONTAL = 1.0  # metres: nearer points' elevations move too much
 
 
-def _elevation_entropy(x: np.ndarray, origin: np.ndarray) -> float:
-    """Entropy (times the count) of the tan(elevation) histogram seen from
-    ``origin``; the points are at least ``ORIGIN_MIN_HORIZONTAL`` minus the
-    largest search step from the z axis, so the division is safe."""
-    d = x - origin
-    k = np.floor(d[:, 2] / np.hypot(d[:, 0], d[:, 1]) * (1.0 / ORIGIN_BIN)).astype(np.int64)
-    counts = np.bincount(k - k.min())
-    counts = counts[counts > 0].astype(np.float64)
-    return float(-(counts * np.log2(counts)).sum())
+def _elevation_entropies(x: np.ndarray, origins: np.ndarray) -> np.ndarray:
+    """For each row of ``origins``: the entropy (times the count) of the
+    tan(elevation) histogram seen from it. The points are at least
+    ``ORIGIN_MIN_HORIZONTAL`` minus the search's reach from the z axis, so
+    the division is safe."""
+    d = x[None, :, :] - origins[:, None, :]
+    k = np.floor(d[..., 2] / np.hypot(d[..., 0], d[..., 1]) * (1.0 / ORIGIN_BIN)).astype(np.int64)
+    k -= k.min(axis=1, keepdims=True)
+    width = int(k.max()) + 1
+    counts = np.bincount((k + width * np.arange(len(origins))[:, None]).ravel(),
+                         minlength=width * len(origins)).reshape(len(origins), width)
+    c = counts.astype(np.float64)
+    return -(c * np.log2(np.maximum(c, 1.0))).sum(axis=1)
 
 
 def estimate_origin(xyz: np.ndarray) -> np.ndarray:
@@ -182,9 +186,10 @@ def estimate_origin(xyz: np.ndarray) -> np.ndarray:
     x = x[np.hypot(x[:, 0], x[:, 1]) > ORIGIN_MIN_HORIZONTAL]
     if x.shape[0] < ORIGIN_MIN_POINTS // 4:
         return origin
+    moves = np.arange(-3, 4)
     for step in ORIGIN_STEPS:
         for axis in (2, 0, 1):
-            candidates = [origin + np.eye(3)[axis] * step * j for j in range(-3, 4)]
-            costs = [_elevation_entropy(x, c) for c in candidates]
-            origin = candidates[int(np.argmin(costs))]
+            candidates = np.repeat(origin[None, :], moves.size, axis=0)
+            candidates[:, axis] += moves * step
+            origin = candidates[int(np.argmin(_elevation_entropies(x, candidates)))]
     return origin
