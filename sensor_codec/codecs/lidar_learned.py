@@ -85,6 +85,7 @@ from ..pointcloud.entropy import (
     SideWriter,
     StreamReader,
     StreamWriter,
+    choose_period,
     estimate_bits,
     estimate_int_sequence_bits,
     read_int_sequence,
@@ -378,7 +379,7 @@ class RangeCodeLidar(Codec):
         ring = ring_field(pts)
         beams_plan = seq_plan = None
         if mode == "auto":
-            quick = sequence.estimate_sequence_bits(self._sequence_grid(xr, q)[0])
+            quick = sequence.quick_sequence_bits(xr, q)
             # give_up_above: estimated beam labels alone dearer than the quick
             # sequence estimate (a column-ordered scan) end the beam plan early
             beams_plan = self._plan_beams(xr, q, q0, u, idx, ring, estimate=True,
@@ -435,12 +436,10 @@ class RangeCodeLidar(Codec):
             write_int_sequence(writer, side, near_runs)
             beams = plan["beams"]
             if not ring:
-                write_int_sequence(writer, side, beams, INT_PERIODS)
-            order = plan["order"]
-            R, A, El, C = plan["RAEC"]
-            qf = q[plan["far"]]
-            predict.encode_geometry(writer, side, R[order], A[order], El[order], C[order],
-                                    qf[order], q0, beams[order], self.model, scale_index(bound),
+                write_int_sequence(writer, side, beams, INT_PERIODS, plan["label_choice"])
+            Ro, Ao, Elo, Co = plan["RAEC_coded"]
+            predict.encode_geometry(writer, side, Ro, Ao, Elo, Co, plan["q_coded"], q0,
+                                    plan["beams_coded"], self.model, scale_index(bound),
                                     self.trace, plan["streams"], plan["symbols"])
             near_plan = plan["near_plan"]
             sequence.encode_sequence(writer, side, near_plan["G"], near_plan["lags"])
@@ -463,12 +462,14 @@ class RangeCodeLidar(Codec):
             xf, qf = xyz[far], q[far]
         polar = spherical(xf)
         label_bits = 0.0
+        label_choice = None
         if ring:
             beams = u[ring][idx[far]].astype(np.int64)
         else:
             beams = estimate_beams(polar[1], polar[2])
+            label_choice = choose_period(beams, INT_PERIODS)
             if estimate:
-                label_bits = estimate_int_sequence_bits(beams, INT_PERIODS)
+                label_bits = label_choice[1]
         order = coded_order(beams)
         first = segment_starts(beams[order])
         az_ref = predict.choose_azimuth_ref(polar[1], order, first, q0)
@@ -479,7 +480,8 @@ class RangeCodeLidar(Codec):
             if partial > give_up_above:
                 return None
         Ro, Ao, Elo, Co = R[order], A[order], El[order], C[order]
-        streams = predict.geometry_streams(Ro, Ao, Elo, Co, qf[order], q0, beams[order])
+        q_coded, beams_coded = qf[order], beams[order]
+        streams = predict.geometry_streams(Ro, Ao, Elo, Co, q_coded, q0, beams_coded)
         symbols = predict.stream_symbols(streams[0])
         near_plan = self._plan_sequence(xyz[near], q[near])
         if far.size == near.size:
@@ -488,7 +490,8 @@ class RangeCodeLidar(Codec):
             recon = np.empty_like(xyz)
             recon[far] = predict.reconstruct(R, A, El, C, qf, q0, p1, az_ref)
             recon[near] = near_plan["recon"]
-        plan = {"RAEC": (R, A, El, C), "beams": beams, "order": order, "streams": streams,
+        plan = {"RAEC_coded": (Ro, Ao, Elo, Co), "q_coded": q_coded, "beams_coded": beams_coded,
+                "beams": beams, "label_choice": label_choice, "order": order, "streams": streams,
                 "az_ref": az_ref,
                 "symbols": symbols, "recon": recon, "near": near, "far": far,
                 "near_plan": near_plan}
@@ -525,9 +528,9 @@ class RangeCodeLidar(Codec):
         return az_ref
 
     def _point_steps(self, u, regular, bound, class_bounds, meta, limit, eps):
-        sel = u[regular] if u.size else u
         if class_bounds is None:
             return np.full(int(regular.sum()), predict.grid_step(bound, limit, eps))
+        sel = u[regular] if u.size else u
         per_point = bounds_for_classes(sel[CLASS_FIELD], bound, dict(class_bounds))
         return predict.grid_step(per_point, limit, eps)
 

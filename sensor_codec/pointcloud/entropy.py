@@ -34,12 +34,12 @@ EXTRA_CHUNK = 16            # extra bits are coded 16 at a time (Uniform needs <
 
 def zigzag(v: np.ndarray) -> np.ndarray:
     v = v.astype(np.int64, copy=False)
-    return ((v << 1) ^ (v >> 63)).astype(np.uint64)
+    return ((v << 1) ^ (v >> 63)).view(np.uint64)  # a view: no copy of the bits
 
 
 def unzigzag(u: np.ndarray) -> np.ndarray:
     u = u.astype(np.uint64, copy=False)
-    return ((u >> np.uint64(1)).astype(np.int64) ^ -(u & np.uint64(1)).astype(np.int64))
+    return (u >> np.uint64(1)).view(np.int64) ^ -(u & np.uint64(1)).view(np.int64)
 
 
 def bit_length(u: np.ndarray) -> np.ndarray:
@@ -176,15 +176,19 @@ def read_extra_bits(dec, sym: np.ndarray) -> np.ndarray:
     extra = np.zeros(len(sym), np.uint64)
     has = np.flatnonzero(nextra > 0)
     if has.size:
-        ne = nextra[has]
-        acc = np.zeros(has.size, np.uint64)
-        for k in range(0, int(ne.max()), EXTRA_CHUNK):
-            live = ne > k
-            width = np.minimum(ne[live] - k, EXTRA_CHUNK)
-            sizes = (np.int64(1) << width).astype(np.int32)
-            acc[live] |= np.asarray(dec.decode(Uniform(), sizes), np.uint64) << np.uint64(k)
-        extra[has] = acc
+        extra[has] = _read_extra(dec, nextra[has])
     return extra
+
+
+def _read_extra(dec, ne: np.ndarray) -> np.ndarray:
+    """Extra bits of symbols with ``ne`` (> 0) extra bits each."""
+    acc = np.zeros(ne.size, np.uint64)
+    for k in range(0, int(ne.max()), EXTRA_CHUNK):
+        live = ne > k
+        width = np.minimum(ne[live] - k, EXTRA_CHUNK)
+        sizes = (np.int64(1) << width).astype(np.int32)
+        acc[live] |= np.asarray(dec.decode(Uniform(), sizes), np.uint64) << np.uint64(k)
+    return acc
 
 
 class _CheckedDecoder:
@@ -225,18 +229,21 @@ class StreamReader:
         top = int(sym.max())
         if top >= ALPHABET:
             raise WireFormatError(f"decoded symbol {top} is outside the alphabet")
-        if top < DIRECT:  # no extra bits: the symbols are the zigzag values
-            s = sym.astype(np.int64)
-            return (s >> 1) ^ -(s & 1)
-        return from_symbols(sym, read_extra_bits(self.dec, sym))
+        s = sym.astype(np.int64)
+        out = (s >> 1) ^ -(s & 1)  # symbols below DIRECT are the zigzag values
+        if top >= DIRECT:  # the few others: bit length plus extra bits
+            big = np.flatnonzero(sym >= DIRECT)
+            ne = s[big] - DIRECT + DIRECT_BITS
+            u = (np.uint64(1) << ne.astype(np.uint64)) + _read_extra(self.dec, ne)
+            out[big] = unzigzag(u)
+        return out
 
 
 # --- frame-adaptive histograms (side information) --------------------------------
 
 def histogram_table(values: np.ndarray) -> np.ndarray:
     """One-row probability table fitted to ``values`` (the adaptive model)."""
-    sym = symbols_only(values)
-    counts = np.bincount(sym, minlength=ALPHABET).astype(np.float64)
+    counts = symbol_counts(values).astype(np.float64)
     return quantise_histogram(counts)[None, :]
 
 
@@ -274,14 +281,31 @@ def unpack_histogram(data: bytes, pos: int) -> tuple[np.ndarray, int]:
     return row[None, :], end
 
 
+SPAN_HISTOGRAM_LIMIT = 4096
+
+
+def symbol_counts(values: np.ndarray) -> np.ndarray:
+    """``np.bincount(symbols_only(values), minlength=ALPHABET)``; through a
+    histogram of the values' span when that is short (residuals), which
+    saves the per-value symbol mapping."""
+    if values.size > 4 * SPAN_HISTOGRAM_LIMIT:
+        lo, hi = int(values.min()), int(values.max())
+        if hi - lo < SPAN_HISTOGRAM_LIMIT:
+            hist = np.bincount(values - lo if lo else values, minlength=hi - lo + 1)
+            span_sym = symbols_only(np.arange(lo, hi + 1, dtype=np.int64))
+            return np.bincount(span_sym, weights=hist, minlength=ALPHABET).astype(np.int64)
+    return np.bincount(symbols_only(values), minlength=ALPHABET)
+
+
 def estimate_bits(values: np.ndarray, sym: np.ndarray | None = None) -> float:
     """Cost of ``values`` (or of their symbols ``sym``) under their own
     histogram (symbols + extra bits)."""
     if values.size == 0:
         return 0.0
     if sym is None:
-        sym = symbols_only(values)
-    counts = np.bincount(sym, minlength=ALPHABET)
+        counts = symbol_counts(values)
+    else:
+        counts = np.bincount(sym, minlength=ALPHABET)
     nz = counts[counts > 0]
     extra_bits = float((counts[DIRECT:] * (np.arange(DIRECT, ALPHABET) - DIRECT + DIRECT_BITS)).sum())
     return float(-(nz * np.log2(nz / values.size)).sum()) + extra_bits
@@ -341,11 +365,9 @@ def undo_period_residual(res: np.ndarray, period: int) -> np.ndarray:
     return np.cumsum(padded.reshape(rows, period), axis=0).reshape(-1)[:n]
 
 
-def write_int_sequence(writer: StreamWriter, side: SideWriter, values: np.ndarray,
-                       periods: tuple[int, ...] = (1,)) -> None:
-    """Code an integer sequence losslessly with the cheapest of: raw values or
-    the difference to the value ``period`` places earlier; frame-adaptive
-    histogram in the side information."""
+def choose_period(values: np.ndarray, periods: tuple[int, ...] = (1,)):
+    """(period, estimated bits, residual) of the cheapest coding of
+    ``write_int_sequence`` (period 0: the raw values)."""
     values = values.astype(np.int64, copy=False)
     best_p, best_cost, best_res = 0, estimate_bits(values), values
     for p in periods:
@@ -354,6 +376,16 @@ def write_int_sequence(writer: StreamWriter, side: SideWriter, values: np.ndarra
             cost = estimate_bits(res)
             if cost < best_cost:
                 best_p, best_cost, best_res = p, cost, res
+    return best_p, best_cost, best_res
+
+
+def write_int_sequence(writer: StreamWriter, side: SideWriter, values: np.ndarray,
+                       periods: tuple[int, ...] = (1,), choice: tuple | None = None) -> None:
+    """Code an integer sequence losslessly with the cheapest of: raw values or
+    the difference to the value ``period`` places earlier; frame-adaptive
+    histogram in the side information. ``choice``: ``choose_period``'s
+    result when the caller has it."""
+    best_p, _, best_res = choice if choice is not None else choose_period(values, periods)
     side.u16(best_p)
     if values.size == 0:
         return
@@ -364,12 +396,7 @@ def write_int_sequence(writer: StreamWriter, side: SideWriter, values: np.ndarra
 
 def estimate_int_sequence_bits(values: np.ndarray, periods: tuple[int, ...] = (1,)) -> float:
     """What ``write_int_sequence`` would spend, approximately (no side information)."""
-    values = values.astype(np.int64, copy=False)
-    best = estimate_bits(values)
-    for p in periods:
-        if 0 < p < values.size:
-            best = min(best, estimate_bits(period_residual(values, p)))
-    return best
+    return choose_period(values, periods)[1]
 
 
 def read_int_sequence(reader: StreamReader, side: SideReader, count: int) -> np.ndarray:

@@ -101,7 +101,9 @@ def _cluster_elevations(elevation: np.ndarray) -> np.ndarray:
 
 def coded_order(beams: np.ndarray) -> np.ndarray:
     """Permutation original -> coded (stable sort by beam label)."""
-    return np.argsort(beams, kind="stable")
+    # labels are small non-negative ints: as int16 numpy sorts them by radix
+    small = beams.size and 0 <= beams.min() and beams.max() < 2 ** 15
+    return np.argsort(beams.astype(np.int16) if small else beams, kind="stable")
 
 
 def segment_starts(sorted_beams: np.ndarray) -> np.ndarray:

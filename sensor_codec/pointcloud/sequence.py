@@ -295,6 +295,18 @@ def estimate_sequence_bits(G: np.ndarray, lags: np.ndarray | None = None) -> flo
     return estimate_bits(lag_codes(lags)) + sum(estimate_bits(res[:, k]) for k in range(3))
 
 
+def quick_sequence_bits(xyz: np.ndarray, q: np.ndarray) -> float:
+    """``estimate_sequence_bits`` of the whole cloud on the grid of the
+    finest step, without lags (one window), gridding only that window."""
+    m = xyz.shape[0]
+    step = float(q.min()) if q.size else 1.0
+    if m > 2 * SAMPLE_WINDOW:
+        start = (m - SAMPLE_WINDOW) // 2
+        G = np.round(xyz[start:start + SAMPLE_WINDOW] / step).astype(np.int64)
+        return estimate_sequence_bits(G) * m / SAMPLE_WINDOW
+    return estimate_sequence_bits(np.round(xyz / step).astype(np.int64))
+
+
 # --- spherical layer -------------------------------------------------------------
 
 # Lag search key: elevation weighted up, since it tells the lasers apart.
