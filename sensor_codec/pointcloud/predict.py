@@ -34,6 +34,7 @@ from ..errors import WireFormatError
 from .context_model import ContextModel
 from .entropy import (
     ALPHABET,
+    Categorical,
     SideReader,
     SideWriter,
     StreamReader,
@@ -301,27 +302,80 @@ class OnlineTable:
         self.counts += np.bincount(ctx * a + sym, minlength=k * a).reshape(k, a)
 
 
+class OnlinePlan:
+    """Encoder side of the online mode, from one pass over a stream's symbols:
+    the counts before every chunk (so the tables ``OnlineTable`` would give,
+    value for value), the ideal cost, and the coding of every chunk."""
+
+    def __init__(self, sym: np.ndarray, ctx: np.ndarray, prior: np.ndarray, chunks,
+                 weight: float = ONLINE_PRIOR_WEIGHT) -> None:
+        k, a = prior.shape
+        self.base = OnlineTable(prior, weight).base
+        self.chunks = chunks
+        lengths = [b - a for a, b in chunks]
+        n = len(chunks)
+        self.chunk_id = np.repeat(np.arange(n, dtype=np.int64), lengths)
+        self.ctx = ctx.astype(np.int64, copy=False)
+        self.cell = self.chunk_id * k + self.ctx  # (chunk, context) of every symbol
+        self.hist = np.bincount(self.cell * a + sym, minlength=n * k * a).reshape(n, k, a)
+        # integer counts before each chunk: exact, as the float sums of OnlineTable are
+        self.before = np.cumsum(self.hist, axis=0) - self.hist
+        self.sym = sym
+
+    def cost_bits(self) -> float:
+        """Ideal cost of the symbols (as ``online_cost_bits``, summed in another order)."""
+        n, k, a = self.hist.shape
+        flat = self.hist.reshape(-1)
+        nz = np.flatnonzero(flat)
+        cell, s = np.divmod(nz, a)
+        c = cell % k
+        ctx_hist = self.hist.sum(axis=2)
+        ctx_before = np.cumsum(ctx_hist, axis=0) - ctx_hist
+        p = self.base[c, s] + self.before.reshape(-1)[nz]
+        total = self.base.sum(axis=1)[c] + ctx_before.reshape(-1)[cell]
+        return float(-(flat[nz] * (np.log2(p) - np.log2(total))).sum())
+
+    def write(self, writer: StreamWriter, symbols: tuple) -> None:
+        """What ``writer.write`` chunk by chunk with ``OnlineTable.rows()`` codes:
+        per chunk the symbols grouped by context (stable), then the extra bits."""
+        sym, nextra, extra = symbols
+        n, k, a = self.hist.shape
+        cell = self.cell
+        key = cell.astype(np.int16) if n * k < 2 ** 15 else cell
+        order = np.argsort(key, kind="stable")
+        sorted_cell = cell[order]
+        cuts = np.flatnonzero(np.diff(sorted_cell)) + 1
+        run_start = np.r_[0, cuts]
+        run_end = np.r_[cuts, cell.size]
+        run_cell = sorted_cell[run_start]
+        run_chunk, run_ctx = np.divmod(run_cell, k)
+        rows = self.base[run_ctx] + self.before[run_chunk, run_ctx]
+        s_sorted = sym[order]
+        chunk_runs = np.searchsorted(run_chunk, np.arange(n + 1)).tolist()
+        enc = writer.enc
+        starts, ends = run_start.tolist(), run_end.tolist()
+        for j, (a0, b0) in enumerate(self.chunks):
+            for r in range(chunk_runs[j], chunk_runs[j + 1]):
+                enc.encode(s_sorted[starts[r]:ends[r]], Categorical(rows[r], perfect=False))
+            writer._write_extra(nextra[a0:b0], extra[a0:b0])
+
+
 def online_cost_bits(sym, ctx, prior: np.ndarray, chunks,
                      weight: float = ONLINE_PRIOR_WEIGHT) -> float:
     """Ideal cost of coding ``sym`` in online mode (for choosing the mode)."""
-    table = OnlineTable(prior, weight)
-    bits = 0.0
-    for a, b in chunks:
-        rows = table.rows()
-        logp = np.log2(rows) - np.log2(rows.sum(axis=1, keepdims=True))
-        bits -= float(logp[ctx[a:b], sym[a:b]].sum())
-        table.update(ctx[a:b], sym[a:b])
-    return bits
+    return OnlinePlan(sym, ctx, prior, chunks, weight).cost_bits()
 
 
 def _choose_mode(sym, ctx, model: ContextModel, name: str, scale: int, chunks):
-    """Online-adapted learned table, or this frame's own histogram if cheaper."""
-    online_bits = online_cost_bits(sym, ctx, model.table(name, scale), chunks)
+    """Online-adapted learned table (with its ``OnlinePlan``), or this
+    frame's own histogram if cheaper."""
+    plan = OnlinePlan(sym, ctx, model.table(name, scale), chunks)
+    online_bits = plan.cost_bits()
     counts = np.bincount(sym, minlength=ALPHABET)
     nz = counts[counts > 0]
     adaptive_bits = float(-(nz * np.log2(nz / sym.size)).sum()) + 8 * (1 + 3 * nz.size)
     if online_bits <= adaptive_bits:
-        return MODE_ONLINE, None
+        return MODE_ONLINE, plan
     return MODE_ADAPTIVE, quantise_histogram(counts.astype(np.float64))[None, :]
 
 
@@ -347,18 +401,14 @@ def encode_geometry(writer: StreamWriter, side: SideWriter, R, A, El, C, q, q0,
         chunks = stream_chunks(name, m, starts, ends)
         mode, table = _choose_mode(sym, ctx, model, name, scale, chunks)
         side.u16(mode)
-        if mode == MODE_ADAPTIVE:
-            side.histogram(table[0])
-            ctx = None
-            if name != "range":
-                chunks = [(0, m)]
-        online = OnlineTable(model.table(name, scale)) if mode == MODE_ONLINE else None
+        if mode == MODE_ONLINE:
+            table.write(writer, symbols[name])
+            continue
+        side.histogram(table[0])
+        if name != "range":
+            chunks = [(0, m)]
         for a, b in chunks:
-            c = None if ctx is None else ctx[a:b]
-            writer.write(values[a:b], c, table if online is None else online.rows(),
-                         (sym[a:b], nextra[a:b], extra[a:b]))
-            if online is not None:
-                online.update(c, sym[a:b])
+            writer.write(values[a:b], None, table, (sym[a:b], nextra[a:b], extra[a:b]))
     escape = streams["corr"][0] == CORR_ESCAPE_VALUE
     for axis in range(3):
         write_int_sequence(writer, side, C[escape, axis], ())

@@ -184,12 +184,15 @@ def _histogram_cost_bits(sym: np.ndarray, ctx: np.ndarray) -> float:
     return bits
 
 
-def _stream_costs(sym: np.ndarray, ctx: np.ndarray) -> tuple[float, float]:
-    """(online, histogram) cost in bits of the symbols (extra bits not included)."""
+def _online_plan(sym: np.ndarray, ctx: np.ndarray) -> predict.OnlinePlan:
     prior = np.ones((int(ctx.max()) + 1, ALPHABET))
     chunks = predict.stream_chunks("", sym.size, None, None)
-    return (predict.online_cost_bits(sym, ctx, prior, chunks, FLAT_PRIOR_WEIGHT),
-            _histogram_cost_bits(sym, ctx))
+    return predict.OnlinePlan(sym, ctx, prior, chunks, FLAT_PRIOR_WEIGHT)
+
+
+def _stream_costs(sym: np.ndarray, ctx: np.ndarray) -> tuple[float, float]:
+    """(online, histogram) cost in bits of the symbols (extra bits not included)."""
+    return _online_plan(sym, ctx).cost_bits(), _histogram_cost_bits(sym, ctx)
 
 
 def stream_cost_bits(values: np.ndarray, ctx: np.ndarray) -> float:
@@ -205,17 +208,13 @@ def write_stream(writer: StreamWriter, side: SideWriter, values: np.ndarray,
     """Code ``values`` under contexts ``ctx`` the cheaper of the two ways."""
     symbols = to_symbols(values)
     sym = symbols[0]
-    online_bits, table_bits = _stream_costs(sym, ctx)
-    if online_bits >= table_bits:
+    plan = _online_plan(sym, ctx)
+    if plan.cost_bits() >= _histogram_cost_bits(sym, ctx):
         side.u16(TABLES)
         writer.write(values, ctx, _write_tables(side, values, ctx), symbols)
         return
     side.u16(ONLINE)
-    table = predict.OnlineTable(np.ones((int(ctx.max()) + 1, ALPHABET)), FLAT_PRIOR_WEIGHT)
-    for a, b in predict.stream_chunks("", values.size, None, None):
-        writer.write(values[a:b], ctx[a:b], table.rows(),
-                     (sym[a:b], symbols[1][a:b], symbols[2][a:b]))
-        table.update(ctx[a:b], sym[a:b])
+    plan.write(writer, symbols)
 
 
 def read_stream(reader: StreamReader, side: SideReader, ctx: np.ndarray) -> np.ndarray:
