@@ -691,7 +691,10 @@ class RangeCodeLidar(Codec):
         for k, axis in enumerate(("x", "y", "z")):
             u[axis][idx] = recon[:, k] + origin[k]
 
-        records[uniq] = u
+        if m == n:  # no copies: the unique records are the cloud
+            records = u
+        else:
+            records[uniq] = u
         if dup.any():
             src = np.flatnonzero(dup) - lags
             if (lags < 1).any() or (src < 0).any():

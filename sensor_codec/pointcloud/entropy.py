@@ -116,8 +116,13 @@ def context_runs(contexts: np.ndarray):
         contexts.max() < 2 ** 15 else contexts
     order = np.argsort(key, kind="stable")
     sorted_ctx = contexts[order]
-    cuts = np.flatnonzero(np.diff(sorted_ctx)) + 1
-    return order, sorted_ctx, np.r_[0, cuts], np.r_[cuts, len(order)]
+    cuts = np.flatnonzero(sorted_ctx[1:] != sorted_ctx[:-1]) + 1
+    starts = np.zeros(cuts.size + 1, np.int64)
+    starts[1:] = cuts
+    ends = np.empty(cuts.size + 1, np.int64)
+    ends[:-1] = cuts
+    ends[-1] = len(order)
+    return order, sorted_ctx, starts, ends
 
 
 class StreamWriter:
@@ -213,15 +218,23 @@ class StreamReader:
             raise WireFormatError(f"range-coded section has {len(data)} bytes, not a multiple of 4")
         self.dec = _CheckedDecoder(RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32)))
 
-    def read(self, count: int, contexts: np.ndarray | None, table: np.ndarray) -> np.ndarray:
+    def read(self, count: int, contexts: np.ndarray | None, table: np.ndarray | None,
+             rows_for=None, with_symbols: bool = False):
+        """``count`` values coded by ``StreamWriter.write`` with ``table``, or
+        with the rows ``rows_for(context ids)`` gives (the same values as
+        ``table[ids]``: only the rows of the contexts present are built);
+        ``with_symbols``: (values, their symbols)."""
         if count == 0:
-            return np.zeros(0, np.int64)
-        if contexts is None or table.shape[0] == 1:
+            z = np.zeros(0, np.int64)
+            return (z, z.astype(np.int32)) if with_symbols else z
+        if contexts is None or (table is not None and table.shape[0] == 1):
             sym = np.asarray(self.dec.decode(categorical(table[0]), count), dtype=np.int32)
         else:
             order, sorted_ctx, starts, ends = context_runs(contexts)
-            rows = sorted_ctx[starts].tolist()
-            parts = [self.dec.decode(categorical(table[row]), b - a)
+            ids = sorted_ctx[starts]
+            rows = table[ids] if rows_for is None else rows_for(ids)
+            decode = self.dec.decode
+            parts = [decode(Categorical(row, perfect=False), b - a)
                      for a, b, row in zip(starts.tolist(), ends.tolist(), rows)]
             s_sorted = np.concatenate(parts).astype(np.int32, copy=False)
             sym = np.empty(count, np.int32)
@@ -236,7 +249,7 @@ class StreamReader:
             ne = s[big] - DIRECT + DIRECT_BITS
             u = (np.uint64(1) << ne.astype(np.uint64)) + _read_extra(self.dec, ne)
             out[big] = unzigzag(u)
-        return out
+        return (out, sym) if with_symbols else out
 
 
 # --- frame-adaptive histograms (side information) --------------------------------

@@ -297,9 +297,13 @@ class OnlineTable:
     def rows(self) -> np.ndarray:
         return self.base + self.counts
 
+    def rows_for(self, ids: np.ndarray) -> np.ndarray:
+        """``rows()[ids]``, building only those rows."""
+        return self.base[ids] + self.counts[ids]
+
     def update(self, ctx: np.ndarray, sym: np.ndarray) -> None:
-        k, a = self.counts.shape
-        self.counts += np.bincount(ctx * a + sym, minlength=k * a).reshape(k, a)
+        # integer counts in float64: every sum is exact, whatever the order
+        np.add.at(self.counts.reshape(-1), ctx * self.counts.shape[1] + sym, 1.0)
 
 
 class OnlinePlan:
@@ -345,8 +349,8 @@ class OnlinePlan:
         order = np.argsort(key, kind="stable")
         sorted_cell = cell[order]
         cuts = np.flatnonzero(np.diff(sorted_cell)) + 1
-        run_start = np.r_[0, cuts]
-        run_end = np.r_[cuts, cell.size]
+        run_start = np.concatenate(([0], cuts))
+        run_end = np.concatenate((cuts, [cell.size]))
         run_cell = sorted_cell[run_start]
         run_chunk, run_ctx = np.divmod(run_cell, k)
         rows = self.base[run_ctx] + self.before[run_chunk, run_ctx]
@@ -439,8 +443,8 @@ class _StreamDecoder:
             return self.reader.read(b - a, None, self.table)
         if self.online is None:
             return self.reader.read(b - a, ctx, self.table)
-        values = self.reader.read(b - a, ctx, self.online.rows())
-        self.online.update(ctx, symbols_only(values))
+        values, sym = self.reader.read(b - a, ctx, None, self.online.rows_for, True)
+        self.online.update(ctx, sym)
         return values
 
     def read_all(self, m: int, ctx: np.ndarray) -> np.ndarray:
@@ -474,7 +478,7 @@ def decode_geometry(reader: StreamReader, side: SideReader, q, q0, sorted_beams,
     for a, b in zip(starts.tolist(), ends.tolist()):
         d = range_stream.read(a, b, range_contexts(a, b, R, dR))
         dR[a:b] = d
-        R[a:b] = d[0] + np.r_[0, np.cumsum(d[1:])]
+        np.cumsum(d, out=R[a:b])
 
     dEl = stream("elevation").read_all(m, elevation_contexts(R, dR, first))
     El = undo_along_beam(dEl, first)
