@@ -170,6 +170,11 @@ def _find_duplicates(points: np.ndarray) -> np.ndarray:
     z = np.ascontiguousarray(points["z"]).astype(np.float64).view(np.uint64)
     h = x * np.uint64(0x9E3779B97F4A7C15) ^ (y * np.uint64(0xC2B2AE3D27D4EB4F)) ^ (
         z * np.uint64(0x165667B19E3779F9))
+    # Sorting the hashes alone is three times faster than an argsort and
+    # settles the common case, a cloud without copies.
+    sorted_h = np.sort(h)
+    if (sorted_h[1:] != sorted_h[:-1]).all():
+        return src
     # An unstable sort is several times faster; the earliest record of each
     # equal-hash group is then found with a minimum over the group.
     order = np.argsort(h)
@@ -474,12 +479,13 @@ class RangeCodeLidar(Codec):
         first = segment_starts(beams[order])
         az_ref = predict.choose_azimuth_ref(polar[1], order, first, q0)
         R, A, El, C, p1 = predict.quantise(xf, qf, q0, az_ref=az_ref, polar=polar)
+        Ro, Ao = R[order], A[order]
         if label_bits and np.isfinite(give_up_above):
-            partial = label_bits + sum(estimate_bits(predict.along_beam_residual(v[order], first))
-                                       for v in (A, R))
+            partial = label_bits + sum(estimate_bits(predict.along_beam_residual(v, first))
+                                       for v in (Ao, Ro))
             if partial > give_up_above:
                 return None
-        Ro, Ao, Elo, Co = R[order], A[order], El[order], C[order]
+        Elo, Co = El[order], C[order]
         q_coded, beams_coded = qf[order], beams[order]
         streams = predict.geometry_streams(Ro, Ao, Elo, Co, q_coded, q0, beams_coded)
         symbols = predict.stream_symbols(streams[0])

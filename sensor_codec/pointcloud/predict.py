@@ -318,13 +318,13 @@ class OnlinePlan:
         self.chunks = chunks
         lengths = [b - a for a, b in chunks]
         n = len(chunks)
-        self.chunk_id = np.repeat(np.arange(n, dtype=np.int64), lengths)
-        self.ctx = ctx.astype(np.int64, copy=False)
-        self.cell = self.chunk_id * k + self.ctx  # (chunk, context) of every symbol
+        # (chunk, context) of every symbol
+        self.cell = np.repeat(np.arange(0, n * k, k, dtype=np.int64), lengths) + ctx
         self.hist = np.bincount(self.cell * a + sym, minlength=n * k * a).reshape(n, k, a)
         # integer counts before each chunk: exact, as the float sums of OnlineTable are
-        self.before = np.cumsum(self.hist, axis=0) - self.hist
-        self.sym = sym
+        self.before = np.empty(self.hist.shape, np.int32)
+        self.before[0] = 0
+        np.cumsum(self.hist[:-1], axis=0, out=self.before[1:])
 
     def cost_bits(self) -> float:
         """Ideal cost of the symbols (as ``online_cost_bits``, summed in another order)."""
@@ -333,7 +333,7 @@ class OnlinePlan:
         nz = np.flatnonzero(flat)
         cell, s = np.divmod(nz, a)
         c = cell % k
-        ctx_hist = self.hist.sum(axis=2)
+        ctx_hist = np.bincount(self.cell, minlength=n * k).reshape(n, k)
         ctx_before = np.cumsum(ctx_hist, axis=0) - ctx_hist
         p = self.base[c, s] + self.before.reshape(-1)[nz]
         total = self.base.sum(axis=1)[c] + ctx_before.reshape(-1)[cell]
@@ -350,18 +350,23 @@ class OnlinePlan:
         sorted_cell = cell[order]
         cuts = np.flatnonzero(np.diff(sorted_cell)) + 1
         run_start = np.concatenate(([0], cuts))
-        run_end = np.concatenate((cuts, [cell.size]))
         run_cell = sorted_cell[run_start]
         run_chunk, run_ctx = np.divmod(run_cell, k)
         rows = self.base[run_ctx] + self.before[run_chunk, run_ctx]
         s_sorted = sym[order]
         chunk_runs = np.searchsorted(run_chunk, np.arange(n + 1)).tolist()
+        # symbols with extra bits, split by chunk (few: large residuals)
+        big = np.flatnonzero(nextra)
+        chunk_big = np.searchsorted(big, [a0 for a0, _ in self.chunks] + [sym.size]).tolist()
         enc = writer.enc
-        starts, ends = run_start.tolist(), run_end.tolist()
-        for j, (a0, b0) in enumerate(self.chunks):
+        parts = np.split(s_sorted, run_start[1:].tolist())
+        rows = list(rows)
+        for j in range(n):
             for r in range(chunk_runs[j], chunk_runs[j + 1]):
-                enc.encode(s_sorted[starts[r]:ends[r]], Categorical(rows[r], perfect=False))
-            writer._write_extra(nextra[a0:b0], extra[a0:b0])
+                enc.encode(parts[r], Categorical(rows[r], perfect=False))
+            if chunk_big[j] < chunk_big[j + 1]:
+                sel = big[chunk_big[j]:chunk_big[j + 1]]
+                writer._write_extra(nextra[sel], extra[sel])
 
 
 def online_cost_bits(sym, ctx, prior: np.ndarray, chunks,

@@ -157,13 +157,26 @@ ORIGIN_MIN_POINTS = 2000
 ORIGIN_MIN_HORIZONTAL = 1.0  # metres: nearer points' elevations move too much
 
 
-def _elevation_entropies(x: np.ndarray, origins: np.ndarray) -> np.ndarray:
+def _elevation_entropies(x: np.ndarray, origins: np.ndarray, axis: int | None = None
+                         ) -> np.ndarray:
     """For each row of ``origins``: the entropy (times the count) of the
     tan(elevation) histogram seen from it. The points are at least
     ``ORIGIN_MIN_HORIZONTAL`` minus the search's reach from the z axis, so
-    the division is safe."""
-    d = x[None, :, :] - origins[:, None, :]
-    k = np.floor(d[..., 2] / np.hypot(d[..., 0], d[..., 1]) * (1.0 / ORIGIN_BIN)).astype(np.int64)
+    the division is safe. ``axis``: the origins differ along that axis only
+    (the other components are computed once, to the same values)."""
+    if axis == 2:  # same horizontal distance for every candidate
+        horiz = np.hypot(x[:, 0] - origins[0, 0], x[:, 1] - origins[0, 1])[None, :]
+        dz = x[None, :, 2] - origins[:, 2:3]
+    elif axis in (0, 1):
+        other = 1 - axis
+        moving = x[None, :, axis] - origins[:, axis:axis + 1]
+        fixed = (x[:, other] - origins[0, other])[None, :]
+        horiz = np.hypot(moving, fixed) if axis == 0 else np.hypot(fixed, moving)
+        dz = (x[:, 2] - origins[0, 2])[None, :]
+    else:
+        d = x[None, :, :] - origins[:, None, :]
+        horiz, dz = np.hypot(d[..., 0], d[..., 1]), d[..., 2]
+    k = np.floor(dz / horiz * (1.0 / ORIGIN_BIN)).astype(np.int64)
     k -= k.min(axis=1, keepdims=True)
     width = int(k.max()) + 1
     counts = np.bincount((k + width * np.arange(len(origins))[:, None]).ravel(),
@@ -193,5 +206,5 @@ def estimate_origin(xyz: np.ndarray) -> np.ndarray:
         for axis in (2, 0, 1):
             candidates = np.repeat(origin[None, :], moves.size, axis=0)
             candidates[:, axis] += moves * step
-            origin = candidates[int(np.argmin(_elevation_entropies(x, candidates)))]
+            origin = candidates[int(np.argmin(_elevation_entropies(x, candidates, axis)))]
     return origin
