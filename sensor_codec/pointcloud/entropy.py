@@ -155,7 +155,13 @@ class StreamWriter:
         has = nextra > 0
         if not has.any():
             return
-        nextra, extra = nextra[has], extra[has]
+        self._write_extra_of(nextra[has], extra[has])
+
+    def _write_extra_of(self, nextra: np.ndarray, extra: np.ndarray) -> None:
+        """``_write_extra`` for values that all have extra bits."""
+        if int(nextra.max()) <= EXTRA_CHUNK:  # one chunk each: the loop below, once
+            _encode_uniform(self.enc, extra.astype(np.int32), nextra)
+            return
         # Chunks of 16 bits from the low end; every value's chunk k is coded
         # together with the others' chunk k, all with a vectorised Uniform.
         for k in range(0, int(nextra.max()), EXTRA_CHUNK):
@@ -187,6 +193,9 @@ def read_extra_bits(dec, sym: np.ndarray) -> np.ndarray:
 
 def _read_extra(dec, ne: np.ndarray) -> np.ndarray:
     """Extra bits of symbols with ``ne`` (> 0) extra bits each."""
+    if int(ne.max()) <= EXTRA_CHUNK:  # one chunk each: the loop below, once
+        sizes = (np.int64(1) << ne).astype(np.int32)
+        return np.asarray(dec.decode(Uniform(), sizes), np.uint64)
     acc = np.zeros(ne.size, np.uint64)
     for k in range(0, int(ne.max()), EXTRA_CHUNK):
         live = ne > k

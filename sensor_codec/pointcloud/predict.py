@@ -26,6 +26,7 @@ spherical layer's error.
 
 from __future__ import annotations
 
+from collections import deque
 from itertools import pairwise
 
 import numpy as np
@@ -358,15 +359,19 @@ class OnlinePlan:
         # symbols with extra bits, split by chunk (few: large residuals)
         big = np.flatnonzero(nextra)
         chunk_big = np.searchsorted(big, [a0 for a0, _ in self.chunks] + [sym.size]).tolist()
-        enc = writer.enc
-        parts = np.split(s_sorted, run_start[1:].tolist())
-        rows = list(rows)
+        bounds = run_start.tolist() + [sym.size]
+        parts = [s_sorted[a0:b0] for a0, b0 in zip(bounds, bounds[1:])]
+        models = [Categorical(row, perfect=False) for row in rows]
+        encode = writer.enc.encode
+        if not big.size:  # no extra bits: one pass over every run
+            deque(map(encode, parts, models), 0)
+            return
         for j in range(n):
-            for r in range(chunk_runs[j], chunk_runs[j + 1]):
-                enc.encode(parts[r], Categorical(rows[r], perfect=False))
+            r0, r1 = chunk_runs[j], chunk_runs[j + 1]
+            deque(map(encode, parts[r0:r1], models[r0:r1]), 0)
             if chunk_big[j] < chunk_big[j + 1]:
                 sel = big[chunk_big[j]:chunk_big[j + 1]]
-                writer._write_extra(nextra[sel], extra[sel])
+                writer._write_extra_of(nextra[sel], extra[sel])
 
 
 def online_cost_bits(sym, ctx, prior: np.ndarray, chunks,
