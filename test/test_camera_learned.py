@@ -378,3 +378,75 @@ def test_gpu_backend_encodes_with_the_fused_graph_and_keeps_decoding_exact(tmp_p
     assert {shape[3]: backend is gpu.backend for shape, backend in gpu._decoder_checked.items()} == {
         192 // 16: False, 256 // 16: True}
     assert gpu.backend.calls == 3   # two probes + the one frame of the exact shape
+
+
+# ------------------------------------------------------------------ training
+
+def _tiny_image_set(count: int = 4, size: int = 96):
+    import torch
+
+    from sensor_codec.learned.data import ImageSet
+
+    frames = np.stack([f[:size, :size] for f in _frames(count, height=size, width=size)])
+    return ImageSet(images=torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(), labels=None,
+                    names=[f"f{i}" for i in range(count)])
+
+
+def test_decoder_only_fine_tune_from_a_release_trains_only_the_synthesis(tmp_path):
+    """--init-from + --decoder-only: the bitstream side (analysis, hyperprior, gains) stays the
+    release's, the synthesis trains on the release's integer grids (no recalibration), and
+    the run resumes."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    from sensor_codec.learned.camera_train import CameraTrainConfig, train_camera
+
+    release = _shipped_camera()
+    config = CameraTrainConfig(batch_size=2, crop=(64, 64), max_steps=2, epochs=5, seed=0,
+                               init_from=release.model_id, decoder_only=True, semantic_loss_weight=0.5)
+    state = train_camera(_tiny_image_set(), tmp_path / "ckpt", config, progress=False)
+    assert state["step"] == 2 and "synthesis_calibration" not in state
+    assert state["parent"]["model"] == release.model_id
+    assert "semantic_ce" in state["history"][-1]
+    before = {k[len("net."):]: torch.from_numpy(np.asarray(v, np.float32))
+              for k, v in release.load_tensors().items() if k.startswith("net.")}
+    after = {k[len("net."):]: v for k, v in load_file(str(tmp_path / "ckpt" / "weights.safetensors")).items()}
+    changed = {k for k in before if not torch.equal(before[k].float(), after[k].float())}
+    assert changed and all(k.startswith("g_s.") or k == "log_inv_gain" for k in changed), changed
+    assert float(after["g_s.calibrated"]) == 1.0
+    for grid in ("input_exp", "act_exp", "norm_exp", "out_exp"):
+        assert torch.equal(after[f"g_s.{grid}"].float(), before[f"g_s.{grid}"])
+    resumed = train_camera(_tiny_image_set(), tmp_path / "ckpt",
+                           CameraTrainConfig(**{**config.__dict__, "max_steps": 3}),
+                           resume=tmp_path / "ckpt", progress=False)
+    assert resumed["step"] == 3 and resumed["resumed"][0]["at_step"] == 2
+
+
+def test_training_from_scratch_moves_the_synthesis_to_its_grids_late(tmp_path):
+    pytest.importorskip("torch")
+    from sensor_codec.learned.camera_train import CameraTrainConfig, train_camera
+
+    _shipped_camera()   # the backbone it trains on
+    config = CameraTrainConfig(batch_size=2, crop=(64, 64), max_steps=5, epochs=5, seed=0)
+    state = train_camera(_tiny_image_set(), tmp_path / "scratch", config, progress=False)
+    assert state["integer_from_step"] == 4   # 80 % of 5 steps
+    assert set(state["synthesis_calibration"]) == {"input_peak", "stage_peaks"}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"semantic_loss_weight": -1.0}, "semantic-loss"),
+    ({"integer_from_step": -2}, "integer-from-step"),
+    ({"low_level_factors": (0.5,)}, "--init-from"),
+    ({"low_level_factors": (0.5,), "init_from": "default"}, "levels"),
+])
+def test_training_options_are_checked(tmp_path, changes, message):
+    pytest.importorskip("torch")
+    from sensor_codec.errors import ConfigError, SensorCodecError
+    from sensor_codec.learned.camera_train import CameraTrainConfig, train_camera
+
+    release = _shipped_camera()
+    if changes.get("init_from") == "default":
+        changes = {**changes, "init_from": release.model_id}
+    config = CameraTrainConfig(batch_size=2, crop=(64, 64), max_steps=1, **changes)
+    with pytest.raises((ConfigError, SensorCodecError), match=message):
+        train_camera(_tiny_image_set(2), tmp_path / "x", config, progress=False)

@@ -126,6 +126,12 @@ def train_camera(train_set: ImageSet, out_dir: str | Path, config: CameraTrainCo
                  progress: bool = True, importance: Importance | None = None) -> dict:
     if any(c % 64 for c in config.crop):
         raise ConfigError(f"camera training crops must be multiples of 64, got {config.crop}")
+    if not config.semantic_loss_weight >= 0:
+        raise ConfigError(f"--semantic-loss must be >= 0, got {config.semantic_loss_weight}")
+    if config.integer_from_step is not None and config.integer_from_step < 0:
+        raise ConfigError(f"--integer-from-step must be >= 0, got {config.integer_from_step}")
+    if config.low_level_factors and not config.init_from:
+        raise ConfigError("--add-low-levels extends a released model: give it with --init-from")
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {config.device} requested but CUDA is not available; use cpu")
     importance = importance or load_importance()
