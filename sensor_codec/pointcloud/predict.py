@@ -92,6 +92,17 @@ def bit_len(v: np.ndarray) -> np.ndarray:
     return np.frexp(np.abs(v).astype(np.float64))[1]
 
 
+# bit length of 0..64, the last entry standing for every value >= 64
+_BIT_LEN_7 = np.minimum(bit_len(np.arange(65)), 7).astype(np.int64)
+
+
+def bit_len_7(v: np.ndarray) -> np.ndarray:
+    """``min(bit_len(v), 7)`` through a table (int arrays, |v| < 2**63)."""
+    a = np.abs(v)
+    np.minimum(a, 64, out=a)
+    return _BIT_LEN_7[a]
+
+
 def quantise(xyz: np.ndarray, q: np.ndarray, q0: float, angles: list | None = None,
              az_ref: float = REF_RANGE, polar: tuple | None = None):
     """Integers (R, A, El, C) for N x 3 float64 points and per-point steps q,
@@ -202,15 +213,15 @@ class RangeContexts:
 
     def __call__(self, a: int, b: int, R: np.ndarray, dR: np.ndarray) -> np.ndarray:
         u = self.up[a:b]
-        c1 = np.minimum(bit_len(dR[u]), 7)
-        c2 = np.where(self.has_both[a:b], np.minimum(bit_len(R[u] - R[self.prev_up[a:b]]), 7), 0)
+        c1 = bit_len_7(dR[u])
+        c2 = np.where(self.has_both[a:b], bit_len_7(R[u] - R[self.prev_up[a:b]]), 0)
         ctx = np.where(self.has_up[a:b], c1 * 8 + c2, CTX_NO_UP)
         ctx[self.first[a:b]] = CTX_FIRST
         return ctx
 
 
 def elevation_contexts(R, dR, first) -> np.ndarray:
-    ctx = np.minimum(bit_len(dR), 7) * 8 + np.minimum(bit_len(R >> 6), 7)
+    ctx = bit_len_7(dR) * 8 + bit_len_7(R >> 6)
     ctx[first] = CTX_FIRST
     return ctx
 

@@ -137,7 +137,14 @@ def nearest_in_previous_beam(sorted_beams: np.ndarray, azimuth_index: np.ndarray
     prev_rank = beam_rank[has_prev] - 1
     lo = starts[prev_rank]
     hi = ends[prev_rank] - 1
-    j = np.searchsorted(sorted_key, target)
+    top = int(sorted_key[-1]) + 1
+    if top <= 8 * m:
+        # searchsorted (left) as a table: the number of keys below each value
+        below = np.zeros(top + 1, np.int64)
+        np.cumsum(np.bincount(sorted_key, minlength=top), out=below[1:])
+        j = below[np.minimum(target, top)]
+    else:
+        j = np.searchsorted(sorted_key, target)
     j_hi = np.clip(j, lo, hi)
     j_lo = np.clip(j - 1, lo, hi)
     pick = np.where(np.abs(sorted_key[j_lo] - target) <= np.abs(sorted_key[j_hi] - target),
