@@ -698,9 +698,7 @@ class RangeCodeLidar(Codec):
             R, A, El, C = predict.decode_geometry(reader, side, qf[order], q0, beams[order],
                                                   self.model, scale_index(bound))
             recon = np.empty((idx.size, 3))
-            far_recon = np.empty((far.size, 3))
-            far_recon[order] = predict.reconstruct(R, A, El, C, qf[order], q0, None, az_ref)
-            recon[far] = far_recon
+            recon[far[order]] = predict.reconstruct(R, A, El, C, qf[order], q0, None, az_ref)
             qn = q[near]
             step = float(qn.min()) if qn.size else 1.0
             recon[near] = sequence.decode_sequence(reader, side, qn.size, sequence.MAX_LAG) * step
@@ -713,7 +711,10 @@ class RangeCodeLidar(Codec):
             raise WireFormatError(f"bad origin_mm {origin_mm!r}: three integers expected")
         origin = np.asarray(origin_mm, np.int64) * 1e-3
         for k, axis in enumerate(("x", "y", "z")):
-            u[axis][idx] = recon[:, k] + origin[k]
+            if idx.size == m:  # every point on the grid (the common case): no index
+                u[axis] = recon[:, k] + origin[k]
+            else:
+                u[axis][idx] = recon[:, k] + origin[k]
 
         if m == n:  # no copies: the unique records are the cloud
             records = u

@@ -113,18 +113,25 @@ def quantise(xyz: np.ndarray, q: np.ndarray, q0: float, angles: list | None = No
     r, az, el = polar if polar is not None else spherical(xyz)
     if angles is not None:
         angles.extend((az, el))
-    R = np.round(r / (RANGE_STEP * q0)).astype(np.int64)
-    A = np.round(az / (q0 / az_ref)).astype(np.int64)
-    El = np.round(el / (q0 / REF_RANGE)).astype(np.int64)
+    R = _rounded(r / (RANGE_STEP * q0))
+    A = _rounded(az / (q0 / az_ref))
+    El = _rounded(el / (q0 / REF_RANGE))
     p1 = spherical_points(R, A, El, q0, az_ref)
     d = xyz - p1
-    C = np.round(d / q[:, None]).astype(np.int64)
     # The grid's cube guarantees the bound through its corners, at distance
     # q sqrt(3) / 2; any spherical-layer point within that distance needs no
     # correction at all (most points: corrections are the rarer symbol).
     inside = d[:, 0] ** 2 + d[:, 1] ** 2 + d[:, 2] ** 2 <= 0.75 * q * q
-    C[inside] = 0
+    C = np.zeros(d.shape, np.int64)
+    out = np.flatnonzero(~inside)
+    C[out] = _rounded(d[out] / q[out, None])
     return R, A, El, C, p1
+
+
+def _rounded(x: np.ndarray) -> np.ndarray:
+    """``np.round(x).astype(np.int64)`` rounding in place (x is a temporary)."""
+    np.round(x, out=x)
+    return x.astype(np.int64)
 
 
 def choose_azimuth_ref(az: np.ndarray, order: np.ndarray, first: np.ndarray, q0: float) -> float:
