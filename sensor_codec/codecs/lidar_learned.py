@@ -129,12 +129,14 @@ _EPS = {np.dtype("<f4"): 2.0 ** -23, np.dtype("<f8"): 2.0 ** -52}
 
 def _runs(mask: np.ndarray) -> np.ndarray:
     """Lengths of alternating runs, starting with a (possibly empty) False run."""
-    change = np.flatnonzero(np.diff(mask.astype(np.int8))) + 1
-    edges = np.r_[0, change, mask.size]
-    runs = np.diff(edges)
-    if mask.size and mask[0]:
-        runs = np.r_[0, runs]
-    return runs.astype(np.int64)
+    change = np.flatnonzero(mask[1:] != mask[:-1]) + 1
+    lead = 1 if mask.size and mask[0] else 0
+    edges = np.zeros(change.size + 2 + lead, np.int64)
+    edges[1 + lead:-1] = change
+    edges[-1] = mask.size
+    if lead:  # the empty False run first
+        edges[1] = 0
+    return np.diff(edges)
 
 
 def _mask_from_runs(runs: np.ndarray, n: int) -> np.ndarray:

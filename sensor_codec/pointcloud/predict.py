@@ -35,6 +35,7 @@ from ..errors import WireFormatError
 from .context_model import ContextModel
 from .entropy import (
     ALPHABET,
+    DIRECT,
     Categorical,
     SideReader,
     SideWriter,
@@ -375,7 +376,7 @@ class OnlinePlan:
         s_sorted = sym[order]
         chunk_runs = np.searchsorted(run_chunk, np.arange(n + 1)).tolist()
         # symbols with extra bits, split by chunk (few: large residuals)
-        big = np.flatnonzero(nextra)
+        big = np.flatnonzero(sym >= DIRECT)  # the symbols with extra bits
         chunk_big = np.searchsorted(big, [a0 for a0, _ in self.chunks] + [sym.size]).tolist()
         bounds = run_start.tolist() + [sym.size]
         parts = [s_sorted[a0:b0] for a0, b0 in zip(bounds, bounds[1:])]
