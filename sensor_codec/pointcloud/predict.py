@@ -44,7 +44,6 @@ from .entropy import (
     estimate_bits,
     quantise_histogram,
     read_int_sequence,
-    symbols_only,
     to_symbols,
     write_int_sequence,
 )
@@ -363,7 +362,7 @@ class OnlinePlan:
         """What ``writer.write`` chunk by chunk with ``OnlineTable.rows()`` codes:
         per chunk the symbols grouped by context (stable), then the extra bits."""
         sym, nextra, extra = symbols
-        n, k, a = self.hist.shape
+        n, k, _ = self.hist.shape
         cell = self.cell
         key = cell.astype(np.int16) if n * k < 2 ** 15 else cell
         order = np.argsort(key, kind="stable")
@@ -379,7 +378,7 @@ class OnlinePlan:
         big = np.flatnonzero(sym >= DIRECT)  # the symbols with extra bits
         chunk_big = np.searchsorted(big, [a0 for a0, _ in self.chunks] + [sym.size]).tolist()
         bounds = run_start.tolist() + [sym.size]
-        parts = [s_sorted[a0:b0] for a0, b0 in zip(bounds, bounds[1:])]
+        parts = [s_sorted[a0:b0] for a0, b0 in pairwise(bounds)]
         models = [Categorical(row, perfect=False) for row in rows]
         encode = writer.enc.encode
         if not big.size:  # no extra bits: one pass over every run
