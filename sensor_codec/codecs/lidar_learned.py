@@ -201,12 +201,18 @@ def _find_duplicates(points: np.ndarray) -> np.ndarray:
     new_group = np.r_[True, hs[1:] != hs[:-1]]
     if new_group.all():
         return src
-    rec = np.ascontiguousarray(points).view(np.uint8).reshape(n, -1)
     group = np.cumsum(new_group) - 1
     earliest = np.minimum.reduceat(order, np.flatnonzero(new_group))[group]
     cand = order[order != earliest]
     first = earliest[order != earliest]
-    equal = (rec[cand] == rec[first]).all(axis=1)
+    # records compared bytewise, a word per column: the widest unsigned
+    # integer that divides the record size (a few columns, ANDed in turn)
+    size = points.dtype.itemsize
+    word = next(w for w in (8, 4, 2, 1) if size % w == 0)
+    rec = np.ascontiguousarray(points).view(np.dtype(f"<u{word}")).reshape(n, -1)
+    equal = rec[cand, 0] == rec[first, 0]
+    for col in range(1, rec.shape[1]):
+        equal &= rec[cand, col] == rec[first, col]
     src[cand[equal]] = first[equal]
     return src
 
