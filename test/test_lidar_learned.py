@@ -684,3 +684,68 @@ def test_bound_holds_with_an_estimated_origin(n, scale, shift, bound, order, geo
     decoded = decode(codec.encode(frame))
     perm = codec.last_permutation if order == "sorted" else np.arange(frame.num_points)
     check_bound(permuted(frame, perm), decoded, bound)
+
+
+def test_online_plan_codes_as_the_chunk_by_chunk_online_table():
+    """OnlinePlan (one pass over a stream) writes the bytes that coding each
+    chunk with OnlineTable.rows() and updating it writes, and its cost is
+    that loop's ideal cost; the decoder reads the values back."""
+    from sensor_codec.pointcloud import predict
+    from sensor_codec.pointcloud.entropy import StreamReader, StreamWriter, to_symbols
+    rng = np.random.default_rng(7)
+    m, contexts = 5000, 5
+    ctx = rng.integers(0, contexts, m)
+    values = np.round(rng.normal(0, 1 + 3 * ctx)).astype(np.int64)
+    values[::211] = 70000  # extra bits in several chunks
+    prior = rng.random((contexts, 75)) + 0.01
+    chunks = predict.stream_chunks("", m, None, None)
+    symbols = to_symbols(values)
+    plan_writer, loop_writer = StreamWriter(), StreamWriter()
+    plan = predict.OnlinePlan(symbols[0], ctx, prior, chunks)
+    plan.write(plan_writer, symbols)
+    table, bits = predict.OnlineTable(prior), 0.0
+    for a, b in chunks:
+        rows = table.rows()
+        p = rows / rows.sum(axis=1, keepdims=True)
+        bits -= float(np.log2(p[ctx[a:b], symbols[0][a:b]]).sum())
+        loop_writer.write(values[a:b], ctx[a:b], rows,
+                          tuple(s[a:b] for s in symbols))
+        table.update(ctx[a:b], symbols[0][a:b])
+    data = plan_writer.finish()
+    assert data == loop_writer.finish()
+    assert plan.cost_bits() == pytest.approx(bits, rel=1e-9)
+    reader, table = StreamReader(data), predict.OnlineTable(prior)
+    for a, b in chunks:
+        got, sym = reader.read(b - a, ctx[a:b], None, table.rows_for, True)
+        assert (got == values[a:b]).all()
+        table.update(ctx[a:b], sym)
+
+
+def test_duplicate_search_separates_mirrored_points_and_finds_copies():
+    """Points mirrored through the z axis (which shared a hash before) are
+    not copies; exact copies, also of records differing only in another
+    field, map to their earliest identical record."""
+    from sensor_codec.codecs.lidar_learned import _find_duplicates
+    rng = np.random.default_rng(3)
+    dtype = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("ring", "<u2")])
+    base = np.zeros(400, dtype)
+    for axis in ("x", "y", "z"):
+        base[axis] = rng.normal(0, 20, 400).astype(np.float32)
+    base["ring"] = rng.integers(0, 4, 400)
+    mirrored = base.copy()
+    mirrored["x"], mirrored["y"] = -base["x"], -base["y"]
+    other_ring = base[:50].copy()
+    other_ring["ring"] += 10
+    cloud = np.concatenate([base, mirrored, other_ring, base[rng.permutation(400)[:100]]])
+    src = _find_duplicates(cloud)
+    raw = cloud.view(np.uint8).reshape(cloud.size, -1)
+    expected = np.array([next(j for j in range(i + 1) if (raw[j] == raw[i]).all())
+                         for i in range(cloud.size)])
+    assert (src == expected).all()
+    assert (src != np.arange(cloud.size)).sum() == 100  # only the appended copies
+
+
+def test_bit_length_table_matches_frexp():
+    from sensor_codec.pointcloud.predict import bit_len, bit_len_7
+    v = np.r_[np.arange(-200, 201), 2 ** 40, -(2 ** 40), 2 ** 52]
+    assert (bit_len_7(v) == np.minimum(bit_len(v), 7)).all()
