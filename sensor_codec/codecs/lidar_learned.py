@@ -504,13 +504,16 @@ class RangeCodeLidar(Codec):
         order = coded_order(beams)
         first = segment_starts(beams[order])
         az_ref = predict.choose_azimuth_ref(polar[1], order, first, q0)
-        R, A, El, C, p1 = predict.quantise(xf, qf, q0, az_ref=az_ref, polar=polar)
-        Ro, Ao = R[order], A[order]
+        RA = predict.range_azimuth(polar, q0, az_ref)
         if label_bits and np.isfinite(give_up_above):
-            partial = label_bits + sum(estimate_bits(predict.along_beam_residual(v, first))
-                                       for v in (Ao, Ro))
+            # the along-beam range and azimuth costs alone may end the plan
+            # before the rest of the quantisation
+            partial = label_bits + sum(estimate_bits(predict.along_beam_residual(v[order], first))
+                                       for v in RA[::-1])
             if partial > give_up_above:
                 return None
+        R, A, El, C, p1 = predict.quantise(xf, qf, q0, az_ref=az_ref, polar=polar, RA=RA)
+        Ro, Ao = R[order], A[order]
         Elo, Co = El[order], C[order]
         q_coded, beams_coded = qf[order], beams[order]
         streams = predict.geometry_streams(Ro, Ao, Elo, Co, q_coded, q0, beams_coded)

@@ -103,18 +103,23 @@ def bit_len_7(v: np.ndarray) -> np.ndarray:
     return _BIT_LEN_7[a]
 
 
+def range_azimuth(polar: tuple, q0: float, az_ref: float = REF_RANGE):
+    """The integers (R, A) of ``quantise`` from ``spherical(xyz)``."""
+    return _rounded(polar[0] / (RANGE_STEP * q0)), _rounded(polar[1] / (q0 / az_ref))
+
+
 def quantise(xyz: np.ndarray, q: np.ndarray, q0: float, angles: list | None = None,
-             az_ref: float = REF_RANGE, polar: tuple | None = None):
+             az_ref: float = REF_RANGE, polar: tuple | None = None, RA: tuple | None = None):
     """Integers (R, A, El, C) for N x 3 float64 points and per-point steps q,
     and the spherical layer's points p1 (so the caller need not recompute
     them); ``angles``, when given, receives the exact azimuth and elevation;
     ``polar``: ``spherical(xyz)`` when the caller has it. The azimuth step is
-    ``q0 / az_ref`` (see ``choose_azimuth_ref``)."""
+    ``q0 / az_ref`` (see ``choose_azimuth_ref``); ``RA``: ``range_azimuth``'s
+    result when the caller has it."""
     r, az, el = polar if polar is not None else spherical(xyz)
     if angles is not None:
         angles.extend((az, el))
-    R = _rounded(r / (RANGE_STEP * q0))
-    A = _rounded(az / (q0 / az_ref))
+    R, A = RA if RA is not None else range_azimuth((r, az), q0, az_ref)
     El = _rounded(el / (q0 / REF_RANGE))
     p1 = spherical_points(R, A, El, q0, az_ref)
     d = xyz - p1

@@ -174,9 +174,16 @@ TABLES, ONLINE = 0, 1
 FLAT_PRIOR_WEIGHT = 2.0
 
 
-def _histogram_cost_bits(sym: np.ndarray, ctx: np.ndarray) -> float:
-    rows = int(ctx.max()) + 1
-    counts = np.bincount(ctx * ALPHABET + sym, minlength=rows * ALPHABET).reshape(rows, ALPHABET)
+def _histogram_cost_bits(sym: np.ndarray, ctx: np.ndarray,
+                         plan: predict.OnlinePlan | None = None) -> float:
+    """Cost with one histogram per context (``plan``: the stream's online
+    plan, whose counts per chunk add up to the per-context counts)."""
+    if plan is not None:
+        counts = plan.hist.sum(axis=0)
+    else:
+        rows = int(ctx.max()) + 1
+        counts = np.bincount(ctx * ALPHABET + sym,
+                             minlength=rows * ALPHABET).reshape(rows, ALPHABET)
     bits = 0.0
     for row in counts[counts.sum(axis=1) > 0]:
         nz = row[row > 0]
@@ -192,7 +199,8 @@ def _online_plan(sym: np.ndarray, ctx: np.ndarray) -> predict.OnlinePlan:
 
 def _stream_costs(sym: np.ndarray, ctx: np.ndarray) -> tuple[float, float]:
     """(online, histogram) cost in bits of the symbols (extra bits not included)."""
-    return _online_plan(sym, ctx).cost_bits(), _histogram_cost_bits(sym, ctx)
+    plan = _online_plan(sym, ctx)
+    return plan.cost_bits(), _histogram_cost_bits(sym, ctx, plan)
 
 
 def stream_cost_bits(values: np.ndarray, ctx: np.ndarray) -> float:
@@ -209,7 +217,7 @@ def write_stream(writer: StreamWriter, side: SideWriter, values: np.ndarray,
     symbols = to_symbols(values)
     sym = symbols[0]
     plan = _online_plan(sym, ctx)
-    if plan.cost_bits() >= _histogram_cost_bits(sym, ctx):
+    if plan.cost_bits() >= _histogram_cost_bits(sym, ctx, plan):
         side.u16(TABLES)
         writer.write(values, ctx, _write_tables(side, values, ctx), symbols)
         return
