@@ -401,8 +401,7 @@ def test_build_settings_validation():
 
 def make_camera_release(out: Path) -> str:
     """A seeded, untrained camera release next to a copy of the shipped backbone
-    (the fused graph's equivalence does not depend on training). Follows the
-    codec's own decoder contract (float or integer-exact synthesis)."""
+    (the fused graph's equivalence does not depend on training)."""
     import torch
     from safetensors.numpy import save_file
 
@@ -429,8 +428,8 @@ def make_camera_release(out: Path) -> str:
     latent = codec.LATENT
     hp, wp = 128, 192
     latent_shape = (1, latent, hp // 16, wp // 16)
-    if hasattr(net.g_s, "calibrate"):  # integer-exact synthesis: fix its grids on seeded latents
-        net.g_s.calibrate([torch.randn(*latent_shape, generator=torch.Generator().manual_seed(1)) * 4])
+    # The integer-exact synthesis needs its grids fixed before freezing: seeded latents.
+    net.g_s.calibrate([torch.randn(*latent_shape, generator=torch.Generator().manual_seed(1)) * 4])
     round_weights_to_half(net)
     tensors = state_numpy(net, prefix="net.")
     tensors.update(codec.frozen_tensors(net))
@@ -441,10 +440,7 @@ def make_camera_release(out: Path) -> str:
                 out / f"{model_id}-encoder.onnx", codec.ENCODER_INPUTS, codec.ENCODER_OUTPUTS,
                 {"image": {2: "h", 3: "w"}, "tap": {2: "h8", 3: "w8"}, "gain": {2: "h16", 3: "w16"},
                  "y": {2: "h16", 3: "w16"}, "z": {2: "h64", 3: "w64"}})
-    if hasattr(codec, "decoder_graph"):
-        decoder, example = codec.decoder_graph(tensors), (torch.zeros(*latent_shape),)
-    else:
-        decoder, example = codec.DecoderGraph(net), (torch.rand(*latent_shape), torch.ones(*latent_shape))
+    decoder, example = codec.decoder_graph(tensors), (torch.zeros(*latent_shape),)
     axes = {name: {2: "h16", 3: "w16"} for name in codec.DECODER_INPUTS}
     axes.update({name: {2: "h", 3: "w"} for name in codec.DECODER_OUTPUTS})
     export_onnx(decoder, example, out / f"{model_id}-decoder.onnx", codec.DECODER_INPUTS,
