@@ -749,3 +749,44 @@ def test_bit_length_table_matches_frexp():
     from sensor_codec.pointcloud.predict import bit_len, bit_len_7
     v = np.r_[np.arange(-200, 201), 2 ** 40, -(2 ** 40), 2 ** 52]
     assert (bit_len_7(v) == np.minimum(bit_len(v), 7)).all()
+
+
+# --- auto mode: cheap evidence before the estimates ----------------------------
+
+def test_ring_field_of_lasers_skips_the_estimates_and_picks_beams(monkeypatch):
+    """A ring field whose labels are the lasers decides ``auto`` at once:
+    the sequence estimates never run, the payload says beams, and the bytes
+    equal an explicit ``geometry=beams`` encode."""
+    from sensor_codec.pointcloud import rangeimage, sequence
+    xyz, ring = scan(n_beams=16, n_az=300, seed=21)
+    frame = cloud(xyz, ring=ring)
+    assert rangeimage.rings_label_lasers(ring, xyz)
+    forced = RangeCodeLidar(geometry="beams").encode(frame)
+
+    def not_called(*_a, **_k):
+        raise AssertionError("auto mode ran a sequence estimate")
+    monkeypatch.setattr(sequence, "quick_sequence_bits", not_called)
+    monkeypatch.setattr(sequence, "sampled_cost_bits", not_called)
+    codec = RangeCodeLidar()
+    payload = codec.encode(frame)
+    assert unpack(payload).metadata["geometry_mode"] == "beams"
+    assert payload == forced
+    assert codec.last_estimates == {}
+    check_bound(frame, codec.decode(payload), 0.01)
+
+
+def test_ring_field_of_scrambled_labels_still_runs_the_estimates():
+    """Labels that do not follow the elevation are no evidence: ``auto``
+    estimates as without a ring field (the figures are recorded)."""
+    from sensor_codec.pointcloud import rangeimage
+    xyz, ring = scan(n_beams=16, n_az=300, seed=22)
+    scrambled = np.random.default_rng(23).permutation(ring)
+    assert not rangeimage.rings_label_lasers(scrambled, xyz)
+    assert not rangeimage.rings_label_lasers(np.zeros_like(ring), xyz)  # one label
+    assert not rangeimage.rings_label_lasers(ring[:100], xyz[:100])  # too few points
+    frame = cloud(xyz, ring=scrambled)
+    codec = RangeCodeLidar()
+    payload = codec.encode(frame)
+    assert {"beams", "quick sequence"} <= set(codec.last_estimates)
+    check_bound(frame, codec.decode(payload), 0.01)
+    np.testing.assert_array_equal(codec.decode(payload).points["ring"], scrambled)

@@ -42,6 +42,43 @@ def ring_field(points: np.ndarray) -> str | None:
     return None
 
 
+# ``rings_label_lasers``: an evenly spaced sample of this many points, the
+# within-label share of the tan(elevation) variance that still counts as
+# one laser per label, and the fewest usable sample points to decide on.
+RING_CHECK_SAMPLE = 4096
+RING_CHECK_MAX_WITHIN = 0.02
+RING_CHECK_MIN_POINTS = 256
+RING_CHECK_MIN_HORIZONTAL = 1.0  # metres: nearer points' elevations move too much
+
+
+def rings_label_lasers(labels: np.ndarray, xyz: np.ndarray) -> bool:
+    """Cheap evidence that a ring field's labels are the lasers of a
+    spinning lidar seen from ``xyz``'s origin: on an evenly spaced sample
+    (points more than ``RING_CHECK_MIN_HORIZONTAL`` from the z axis), the
+    tan(elevation) varies within a label by less than
+    ``RING_CHECK_MAX_WITHIN`` of its variance over the sample, with at
+    least two labels. False when there are too few usable points."""
+    n = labels.size
+    if n < RING_CHECK_MIN_POINTS:
+        return False
+    pick = np.linspace(0, n - 1, min(n, RING_CHECK_SAMPLE)).astype(np.int64)
+    x, y, z = xyz[pick, 0], xyz[pick, 1], xyz[pick, 2]
+    horiz = np.hypot(x, y)
+    usable = np.flatnonzero(np.isfinite(horiz) & np.isfinite(z)
+                            & (horiz > RING_CHECK_MIN_HORIZONTAL))
+    if usable.size < RING_CHECK_MIN_POINTS:
+        return False
+    slope = z[usable] / horiz[usable]
+    lab = labels[pick[usable]].astype(np.int64)
+    counts = np.bincount(lab)
+    if np.count_nonzero(counts) < 2:
+        return False
+    means = np.bincount(lab, weights=slope) / np.maximum(counts, 1)
+    within = float(((slope - means[lab]) ** 2).sum())
+    total = float(((slope - slope.mean()) ** 2).sum())
+    return total > 0 and within < RING_CHECK_MAX_WITHIN * total
+
+
 def estimate_beams(azimuth: np.ndarray, elevation: np.ndarray) -> np.ndarray:
     """Beam labels (0 = highest elevation) for a cloud without a ring field.
 
