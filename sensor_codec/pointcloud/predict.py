@@ -57,9 +57,11 @@ REF_RANGE = 16.0  # metres: the angular step is q0 / REF_RANGE
 # 7.45 bits a point at 1 cm).
 RANGE_STEP = 1.6
 # Candidate azimuth steps, as q0 / ref, chosen per frame (``choose_azimuth_ref``)
-# on AZIMUTH_SAMPLE points of the coded order.
+# on AZIMUTH_SAMPLE points of the coded order. 8192 picks the same step as
+# 16384 on all six sample rows (KITTI, nuScenes, View-of-Delft at 1 and 2 cm)
+# in half the time; 4096 moves nuScenes at 2 cm (16 -> 15.5, +0.7 % bits).
 AZIMUTH_REFS = tuple(14.0 + 0.5 * k for k in range(9))
-AZIMUTH_SAMPLE = 16384
+AZIMUTH_SAMPLE = 8192
 CTX_FIRST = 64
 CTX_NO_UP = 65
 STREAMS = {"azimuth": 2, "range": 66, "elevation": 65, "corr": 12}
