@@ -790,3 +790,18 @@ def test_ring_field_of_scrambled_labels_still_runs_the_estimates():
     assert {"beams", "quick sequence"} <= set(codec.last_estimates)
     check_bound(frame, codec.decode(payload), 0.01)
     np.testing.assert_array_equal(codec.decode(payload).points["ring"], scrambled)
+
+
+def test_batched_lag_search_equals_one_at_a_time():
+    """``choose_lags_batch`` (auto mode's sampled windows, searched together)
+    gives every sequence exactly ``choose_lags``' lags; unequal lengths fall
+    back to one at a time."""
+    from sensor_codec.pointcloud.sequence import choose_lags, choose_lags_batch
+    rng = np.random.default_rng(31)
+    walk = [np.cumsum(rng.integers(-40, 41, size=(700, 3)), axis=0) for _ in range(3)]
+    walk.append(np.tile(rng.integers(-9000, 9000, size=(35, 3)), (20, 1)))  # repeats 35 back
+    for batch in (walk, walk[:2] + [walk[2][:500]]):
+        got = choose_lags_batch(batch)
+        for G, lags in zip(batch, got):
+            np.testing.assert_array_equal(lags, choose_lags(G))
+    assert (choose_lags_batch(walk)[3][35:] == 35).all()

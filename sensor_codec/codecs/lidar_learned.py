@@ -209,8 +209,9 @@ def _find_duplicates(points: np.ndarray) -> np.ndarray:
         return src
     group = np.cumsum(new_group) - 1
     earliest = np.minimum.reduceat(order, np.flatnonzero(new_group))[group]
-    cand = order[order != earliest]
-    first = earliest[order != earliest]
+    later = order != earliest
+    cand = order[later]
+    first = earliest[later]
     # records compared bytewise, a word per column: the widest unsigned
     # integer that divides the record size (a few columns, ANDed in turn)
     size = points.dtype.itemsize

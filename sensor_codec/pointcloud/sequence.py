@@ -90,6 +90,13 @@ def choose_lags(G: np.ndarray, max_lag: int = MAX_LAG) -> np.ndarray:
         np.less(ck, best[lag:], out=better[:k])
         np.copyto(best_lag[lag:], lag, where=better[:k])
         np.minimum(best[lag:], ck, out=best[lag:])
+    return _settle_lags(axes, best, best_lag)
+
+
+def _settle_lags(axes: list, best: np.ndarray, best_lag: np.ndarray) -> np.ndarray:
+    """``choose_lags``' final step: keep the previous point's lag where it is
+    nearly as near as the best one (``axes``: the clipped int16 columns)."""
+    m = best.size
     axes = [a.astype(np.int32) for a in axes]
     i = np.arange(m)
     prev = np.r_[1, best_lag[:-1]]
@@ -101,6 +108,37 @@ def choose_lags(G: np.ndarray, max_lag: int = MAX_LAG) -> np.ndarray:
     lags = np.where(keep, prev, best_lag)
     lags[0] = 0
     return lags
+
+
+def choose_lags_batch(Gs: list, max_lag: int = MAX_LAG) -> list:
+    """``choose_lags`` of each of several equally long sequences, searched
+    together: on a few thousand points the per-lag overhead dominates, and
+    one pass over the lags serves them all (same lags as one at a time)."""
+    m = Gs[0].shape[0] if Gs else 0
+    if len(Gs) < 2 or m < 2 or any(G.shape[0] != m for G in Gs):
+        return [choose_lags(G, max_lag) for G in Gs]
+    b = len(Gs)
+    axes = [np.stack([np.clip(G[:, k], -2 ** 13, 2 ** 13).astype(np.int16) for G in Gs])
+            for k in range(3)]
+    best = np.full((b, m), np.iinfo(np.uint16).max, np.uint16)
+    best_lag = np.ones((b, m), np.int64)
+    c = np.empty((b, m), np.uint16)
+    t = np.empty((b, m), np.int16)
+    better = np.empty((b, m), bool)
+    for lag in range(1, min(max_lag, m - 1) + 1):
+        k = m - lag
+        ck = c[:, :k]
+        tk = t[:, :k]
+        np.subtract(axes[0][:, lag:], axes[0][:, :-lag], out=tk)
+        np.abs(tk, out=ck, casting="unsafe")
+        for axis in axes[1:]:
+            np.subtract(axis[:, lag:], axis[:, :-lag], out=tk)
+            np.abs(tk, out=tk)
+            np.add(ck, tk, out=ck, casting="unsafe")
+        np.less(ck, best[:, lag:], out=better[:, :k])
+        np.copyto(best_lag[:, lag:], lag, where=better[:, :k])
+        np.minimum(best[:, lag:], ck, out=best[:, lag:])
+    return [_settle_lags([a[r] for a in axes], best[r], best_lag[r]) for r in range(b)]
 
 
 def lag_codes(lags: np.ndarray) -> np.ndarray:
@@ -413,12 +451,19 @@ def sampled_cost_bits(xyz: np.ndarray, q: np.ndarray, q0: float) -> dict[str, fl
     windows = sample_windows(m) if m > 2 * SAMPLE_WINDOW else [slice(0, m)]
     scale = m / sum(len(range(*w.indices(m))) for w in windows) if m else 0.0
     cost = {"sequence": 0.0, "spherical": 0.0}
+    parts = []
     for w in windows:
         x, qw = xyz[w], q[w]
         if x.shape[0] == 0:
             continue
         G = np.round(x / float(qw.min())).astype(np.int64)
-        cost["sequence"] += sequence_cost_bits(G, choose_lags(G))
         V, C, _ = spherical_integers(x, qw, q0)
-        cost["spherical"] += spherical_cost_bits(V, C, spherical_lags(V), qw, q0)
+        key = V.copy()
+        key[:, 0] *= ELEVATION_KEY_WEIGHT  # as spherical_lags
+        parts.append((G, V, C, qw, key))
+    # the windows' lag searches together (equal windows: one pass for all)
+    lags = choose_lags_batch([p[0] for p in parts] + [p[4] for p in parts])
+    for (G, V, C, qw, _), g_lags, v_lags in zip(parts, lags, lags[len(parts):]):
+        cost["sequence"] += sequence_cost_bits(G, g_lags)
+        cost["spherical"] += spherical_cost_bits(V, C, v_lags, qw, q0)
     return {k: v * scale for k, v in cost.items()}
