@@ -339,3 +339,16 @@ def test_one_byte_fields_survive_every_lidar_codec(name):
     assert back.points.dtype == frame.points.dtype
     np.testing.assert_array_equal(back.points["intensity"], frame.points["intensity"])
     np.testing.assert_array_equal(back.points["flags"], frame.points["flags"])
+
+
+def test_byte_shuffle_round_trip_and_size_check():
+    from sensor_codec.codecs.streams import byte_shuffle, byte_unshuffle
+    from sensor_codec.errors import WireFormatError
+
+    values = np.array([1, 256, -2, 70000], np.int32)
+    shuffled = byte_shuffle(values)
+    assert shuffled[:4] == bytes([1, 0, 254, 112])   # the low bytes first
+    np.testing.assert_array_equal(byte_unshuffle(shuffled, np.int32, 4), values)
+    assert byte_unshuffle(b"", np.float32, 0).dtype == np.float32
+    with pytest.raises(WireFormatError, match="holds 15 bytes"):
+        byte_unshuffle(shuffled[:-1], np.int32, 4)

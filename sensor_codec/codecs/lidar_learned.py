@@ -103,7 +103,7 @@ from ..pointcloud.rangeimage import (
 from ..pointcloud.semantic import CLASS_FIELD, bounds_for_classes, load_class_bounds
 from ..wire import Container, meta_get
 from .base import Codec, Param, empty_cloud_from_meta, point_layout_meta, register_codec
-from .streams import zstd_decompress_exact
+from .streams import byte_shuffle, byte_unshuffle, zstd_decompress_exact
 
 INTENSITY_NAMES = ("intensity", "reflectance", "reflectivity", "i")
 TIME_NAMES = ("t", "time", "timestamp", "time_offset", "offset_time")
@@ -150,20 +150,6 @@ def _mask_from_runs(runs: np.ndarray, n: int) -> np.ndarray:
         raise WireFormatError(f"run lengths add up to {int(runs.sum())}, not {n} points")
     values = np.arange(runs.size) % 2 == 1
     return np.repeat(values, runs)
-
-
-def _byte_shuffle(a: np.ndarray) -> bytes:
-    if a.size == 0:
-        return b""
-    raw = np.ascontiguousarray(a).view(np.uint8).reshape(a.size, -1)
-    return np.ascontiguousarray(raw.T).tobytes()
-
-
-def _byte_unshuffle(data: bytes, dtype: np.dtype, n: int) -> np.ndarray:
-    if n == 0:
-        return np.zeros(0, dtype)
-    planes = np.frombuffer(data, np.uint8).reshape(dtype.itemsize, n)
-    return np.ascontiguousarray(planes.T).view(dtype).reshape(n)
 
 
 def _mix(bits: np.ndarray, factor: int, shift: int) -> np.ndarray:
@@ -463,7 +449,7 @@ class RangeCodeLidar(Codec):
         write_int_sequence(writer, side, vruns)
         verbatim = np.flatnonzero(~regular)
         for axis in ("x", "y", "z"):
-            raw_parts.append(_byte_shuffle(u[axis][verbatim]))
+            raw_parts.append(byte_shuffle(u[axis][verbatim]))
 
         if mode == "sequence":
             meta["beam_source"] = ""
@@ -613,7 +599,7 @@ class RangeCodeLidar(Codec):
                         g = max(g, 1)
                         write_int_sequence(writer, side, k // g, INT_PERIODS)
                         return [name, "quant", step, g]
-        raw_parts.append(_byte_shuffle(values))
+        raw_parts.append(byte_shuffle(values))
         return [name, "raw", 0.0, 1]
 
     # --- decode ---------------------------------------------------------------
@@ -645,7 +631,7 @@ class RangeCodeLidar(Codec):
             size = dtype.itemsize * count
             if raw_pos + size > len(raw):
                 raise WireFormatError("raw section ends early")
-            out = _byte_unshuffle(raw[raw_pos:raw_pos + size], dtype, count)
+            out = byte_unshuffle(raw[raw_pos:raw_pos + size], dtype, count)
             raw_pos += size
             return out
 

@@ -72,7 +72,7 @@ from ..pointcloud.entropy import (ADAPTIVE_PRIOR, ALPHABET, Categorical, StreamR
                                   write_adaptive)
 from ..wire import Container, meta_get
 from .base import Codec, Param, empty_cloud_from_meta, register_codec
-from .streams import zstd_decompress_exact
+from .streams import byte_shuffle, byte_unshuffle, zstd_decompress_exact
 
 POSITION_NAMES = ("x", "y", "z", "range", "r")
 VELOCITY_NAMES = ("v_r", "v_r_compensated", "v_rel", "vx", "vy", "vz", "velocity", "doppler",
@@ -190,19 +190,6 @@ class _Parse:
 
 
 # --- numeric helpers ----------------------------------------------------------------
-
-def _shuffle(a: np.ndarray) -> bytes:
-    if a.size == 0:
-        return b""
-    as_bytes = np.ascontiguousarray(a).view(np.uint8).reshape(a.size, -1)
-    return np.ascontiguousarray(as_bytes.T).tobytes()
-
-
-def _unshuffle(data: bytes, dtype: np.dtype, n: int) -> np.ndarray:
-    if n == 0:
-        return np.zeros(0, dtype)
-    return np.ascontiguousarray(np.frombuffer(data, np.uint8).reshape(dtype.itemsize, n).T
-                                ).view(dtype).reshape(n)
 
 
 def _dequantise(ints: np.ndarray, step: float, dt: np.dtype) -> np.ndarray:
@@ -492,7 +479,7 @@ class RadarAdaptiveCodec(Codec):
             if got is None:
                 verbatim.append(i)
                 if n:
-                    raw_parts.append(_shuffle(pts[name]))
+                    raw_parts.append(byte_shuffle(pts[name]))
                 continue
             domain, step, ints = got
             gcd = _gcd(ints)
@@ -798,7 +785,7 @@ class RadarAdaptiveCodec(Codec):
         for i, size in zip(raw_fields, sizes):
             name, dstr, _, repeat = fields[i]
             dt = np.dtype(dstr)
-            records[name] = _unshuffle(raw[pos:pos + size], dt, n * repeat).reshape(
+            records[name] = byte_unshuffle(raw[pos:pos + size], dt, n * repeat).reshape(
                 records[name].shape)
             pos += size
 
@@ -1119,7 +1106,7 @@ def _decode_json_plan(c: Container) -> PointCloudFrame:
             size = base_dt.itemsize * count
             if pos + size > len(raw):
                 raise WireFormatError("raw section ends early")
-            records[name] = _unshuffle(raw[pos:pos + size], base_dt, count).reshape(
+            records[name] = byte_unshuffle(raw[pos:pos + size], base_dt, count).reshape(
                 (n,) + dt.shape)
             pos += size
             continue

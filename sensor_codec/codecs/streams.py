@@ -1,7 +1,9 @@
-"""Bounded zstd decompression for decoders that distrust their input."""
+"""Byte-level helpers shared by codecs: bounded zstd decompression for decoders that
+distrust their input, and byte shuffling of fixed-width values."""
 
 from __future__ import annotations
 
+import numpy as np
 import zstandard
 
 from ..errors import WireFormatError
@@ -25,3 +27,24 @@ def zstd_decompress_exact(data: bytes, expected: int, what: str) -> bytes:
     if len(raw) != expected:
         raise WireFormatError(f"{what} holds {len(raw)} bytes, the payload needs {expected}")
     return raw
+
+
+def byte_shuffle(values: np.ndarray) -> bytes:
+    """The values' bytes grouped by significance (all first bytes, then all second bytes,
+    ...): a general-purpose compressor finds the slowly varying high bytes as runs."""
+    if values.size == 0:
+        return b""
+    as_bytes = np.ascontiguousarray(values).view(np.uint8).reshape(values.size, -1)
+    return np.ascontiguousarray(as_bytes.T).tobytes()
+
+
+def byte_unshuffle(data: bytes, dtype: np.dtype, count: int, what: str = "shuffled values") -> np.ndarray:
+    """Inverse of ``byte_shuffle`` for ``count`` values of ``dtype``."""
+    dtype = np.dtype(dtype)
+    if len(data) != dtype.itemsize * count:
+        raise WireFormatError(f"{what} holds {len(data)} bytes, {count} values of {dtype} need "
+                              f"{dtype.itemsize * count}")
+    if count == 0:
+        return np.zeros(0, dtype)
+    planes = np.frombuffer(data, np.uint8).reshape(dtype.itemsize, count)
+    return np.ascontiguousarray(planes.T).view(dtype).reshape(count)
