@@ -220,6 +220,15 @@ class Pipeline:
                 proc.wait()
 
 
+def _pipeline_env(tmp: Path, domain_id: int) -> dict:
+    """The node processes' environment: ours plus the FastDDS profile, a private domain."""
+    env = dict(os.environ)
+    env.update(graph.pipeline_environment())
+    env.update({"ROS_DOMAIN_ID": str(domain_id), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+                "ROS_LOG_DIR": str(tmp / "ros_log"), "PYTHONUNBUFFERED": "1"})
+    return env
+
+
 @contextlib.contextmanager
 def _ros_observer(env: dict, domain_id: int, name: str, topics: dict, qos):
     """This process's participant (the pipeline's domain, localhost-only discovery) with
@@ -254,10 +263,7 @@ def _ros_observer(env: dict, domain_id: int, name: str, topics: dict, qos):
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ros_pipeline")
-    env = dict(os.environ)
-    env.update(graph.pipeline_environment())
-    env.update({"ROS_DOMAIN_ID": str(DOMAIN_ID), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-                "ROS_LOG_DIR": str(tmp / "ros_log"), "PYTHONUNBUFFERED": "1"})
+    env = _pipeline_env(tmp, DOMAIN_ID)
     config = tmp / "pipeline.yaml"
     config.write_text(textwrap.dedent(f"""\
         sensor_codec_encoder:
@@ -712,10 +718,7 @@ def drive_publisher_main() -> int:
 @pytest.fixture(scope="module")
 def semantic_pipeline(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("semantic_pipeline")
-    env = dict(os.environ)
-    env.update(graph.pipeline_environment())
-    env.update({"ROS_DOMAIN_ID": str(SEM_DOMAIN_ID), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-                "ROS_LOG_DIR": str(tmp / "ros_log"), "PYTHONUNBUFFERED": "1"})
+    env = _pipeline_env(tmp, SEM_DOMAIN_ID)
     config = tmp / "pipeline.yaml"
     config.write_text(textwrap.dedent(f"""\
         sensor_codec_encoder:
