@@ -66,7 +66,7 @@ import zstandard
 from ..errors import CodecError, InvalidFrameError, UnsupportedVersionError, WireFormatError
 from ..frames import Modality, PointCloudFrame
 from ..pointcloud.entropy import (ADAPTIVE_PRIOR, ALPHABET, Categorical, StreamReader,
-                                  StreamWriter, _adaptive_blocks, adaptive_cost_bits,
+                                  StreamWriter, adaptive_blocks, adaptive_cost_bits,
                                   from_symbols, period_residual, read_adaptive,
                                   read_extra_bits, to_symbols, undo_period_residual,
                                   write_adaptive)
@@ -956,8 +956,10 @@ def _dictionary(earlier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _dictionary_blocks(values: np.ndarray):
-    """Per adaptive block: (start, end, dictionary words, their weights)."""
-    for a, b in _adaptive_blocks(values.size):
+    """Per adaptive block: (start, end, dictionary words, their weights). Lazy, so the
+    decoder passes its output array: each block's dictionary is built from the values
+    decoded into it before."""
+    for a, b in adaptive_blocks(values.size):
         words, weights = _dictionary(values[:a])
         yield a, b, words, weights
 
@@ -978,7 +980,7 @@ def _write_dictionary_adaptive(writer: StreamWriter, values: np.ndarray) -> None
         sym, nextra, extra = to_symbols(block[dsym == 0])
         if sym.size:
             writer.enc.encode(sym, Categorical(counts, perfect=False))
-            writer._write_extra(nextra, extra)
+            writer.write_extra(nextra, extra)
         counts += np.bincount(sym, minlength=ALPHABET)
         escapes += sym.size
 
@@ -987,7 +989,7 @@ def _read_dictionary_adaptive(reader: StreamReader, count: int) -> np.ndarray:
     out = np.zeros(count, np.int64)
     counts = np.full(ALPHABET, ADAPTIVE_PRIOR)
     escapes = DICTIONARY_ESCAPE_PRIOR
-    for a, b, words, weights in _dictionary_blocks_reading(out, count):
+    for a, b, words, weights in _dictionary_blocks(out):
         if words.size:
             dsym = np.asarray(reader.dec.decode(
                 Categorical(np.r_[escapes, weights], perfect=False), b - a), np.int64)
@@ -1009,13 +1011,6 @@ def _read_dictionary_adaptive(reader: StreamReader, count: int) -> np.ndarray:
         escapes += sym.size
     return out
 
-
-def _dictionary_blocks_reading(out: np.ndarray, count: int):
-    """``_dictionary_blocks`` for the decoder: each block's dictionary is built
-    from the values decoded before it."""
-    for a, b in _adaptive_blocks(count):
-        words, weights = _dictionary(out[:a])
-        yield a, b, words, weights
 
 
 def _residual_cost(values: np.ndarray, dictionary: bool) -> float:

@@ -149,16 +149,16 @@ class StreamWriter:
             # plain ints in the loop: numpy scalars cost microseconds each
             for a, b, row in zip(starts.tolist(), ends.tolist(), rows):
                 self.enc.encode(s_sorted[a:b], categorical(table[row]))
-        self._write_extra(nextra, extra)
+        self.write_extra(nextra, extra)
 
-    def _write_extra(self, nextra: np.ndarray, extra: np.ndarray) -> None:
+    def write_extra(self, nextra: np.ndarray, extra: np.ndarray) -> None:
         has = nextra > 0
         if not has.any():
             return
         self._write_extra_of(nextra[has], extra[has])
 
     def _write_extra_of(self, nextra: np.ndarray, extra: np.ndarray) -> None:
-        """``_write_extra`` for values that all have extra bits."""
+        """``write_extra`` for values that all have extra bits."""
         if int(nextra.max()) <= EXTRA_CHUNK:  # one chunk each: the loop below, once
             _encode_uniform(self.enc, extra.astype(np.int32), nextra)
             return
@@ -436,7 +436,7 @@ ADAPTIVE_PRIOR = 0.1
 ADAPTIVE_BLOCK = 64
 
 
-def _adaptive_blocks(n: int) -> list[tuple[int, int]]:
+def adaptive_blocks(n: int) -> list[tuple[int, int]]:
     """Blocks of 1, 1, 2, 4, ... then ADAPTIVE_BLOCK symbols: the model is
     re-estimated from all earlier symbols before each block."""
     out, start, size = [], 0, 1
@@ -455,10 +455,10 @@ def write_adaptive(writer: StreamWriter, values: np.ndarray) -> None:
         return
     sym, nextra, extra = to_symbols(values)
     counts = np.full(ALPHABET, ADAPTIVE_PRIOR)
-    for a, b in _adaptive_blocks(sym.size):
+    for a, b in adaptive_blocks(sym.size):
         writer.enc.encode(sym[a:b], Categorical(counts, perfect=False))
         counts += np.bincount(sym[a:b], minlength=ALPHABET)
-    writer._write_extra(nextra, extra)
+    writer.write_extra(nextra, extra)
 
 
 def read_adaptive(reader: StreamReader, count: int) -> np.ndarray:
@@ -466,7 +466,7 @@ def read_adaptive(reader: StreamReader, count: int) -> np.ndarray:
         return np.zeros(0, np.int64)
     sym = np.empty(count, np.int32)
     counts = np.full(ALPHABET, ADAPTIVE_PRIOR)
-    for a, b in _adaptive_blocks(count):
+    for a, b in adaptive_blocks(count):
         s = np.asarray(reader.dec.decode(Categorical(counts, perfect=False), b - a), np.int32)
         if s.size and int(s.max()) >= ALPHABET:
             raise WireFormatError("decoded symbol outside the alphabet")
@@ -482,7 +482,7 @@ def adaptive_cost_bits(values: np.ndarray) -> float:
     sym, nextra, _ = to_symbols(values)
     counts = np.full(ALPHABET, ADAPTIVE_PRIOR)
     bits = float(nextra.sum())
-    for a, b in _adaptive_blocks(sym.size):
+    for a, b in adaptive_blocks(sym.size):
         p = counts / counts.sum()
         bits -= float(np.log2(p[sym[a:b]]).sum())
         counts += np.bincount(sym[a:b], minlength=ALPHABET)
