@@ -92,14 +92,20 @@ class PipelineProbe(Node):
             return image_to_frame(msg)
         return pointcloud2_to_frame(msg, rec.modality)
 
+    def _frame_or_count(self, rec: TopicRecord, msg):
+        """The message as a frame, or None (counted as an error) when it does not convert."""
+        try:
+            return self._to_frame(rec, msg)
+        except SensorCodecError:
+            rec.errors += 1
+            return None
+
     def _on_raw(self, rec: TopicRecord, msg) -> None:
         now = self.last_message_s = time.monotonic()
         rec.first_raw_s = rec.first_raw_s if rec.first_raw_s is not None else now
         rec.last_raw_s = now
-        try:
-            frame = self._to_frame(rec, msg)
-        except SensorCodecError:
-            rec.errors += 1
+        frame = self._frame_or_count(rec, msg)
+        if frame is None:
             return
         stamp = header_stamp_ns(msg.header)
         units = frame.height * frame.width if rec.modality == Modality.CAMERA else frame.num_points
@@ -113,10 +119,8 @@ class PipelineProbe(Node):
 
     def _on_decoded(self, rec: TopicRecord, msg) -> None:
         now = self.last_message_s = time.monotonic()
-        try:
-            frame = self._to_frame(rec, msg)
-        except SensorCodecError:
-            rec.errors += 1
+        frame = self._frame_or_count(rec, msg)
+        if frame is None:
             return
         stamp = header_stamp_ns(msg.header)
         rec.decoded[stamp] = now

@@ -162,9 +162,10 @@ def _parent_lines(train_state: dict) -> list[str]:
     if not parent:
         return []
     before = parent.get("training") or {}
+    before_config = before.get("config") or {}
     lines = [f"- started from `{parent['model']}` ({before.get('step')} steps: "
-             f"{(before.get('config') or {}).get('batch_size')} x {(before.get('config') or {}).get('crop')} crops, "
-             f"lr {(before.get('config') or {}).get('lr')}); its commands are listed first below"]
+             f"{before_config.get('batch_size')} x {before_config.get('crop')} crops, "
+             f"lr {before_config.get('lr')}); its commands are listed first below"]
     if config.get("decoder_only"):
         lines.append("- this run trained only the synthesis and inverse gains (encoder, hyperprior and "
                      "entropy tables of the parent unchanged)")
