@@ -42,9 +42,21 @@ def _frames(count: int, height: int = 176, width: int = 192):
     return out
 
 
-def test_classical_sweeps_are_the_reference_benchmarks():
+def test_classical_sweeps_are_the_reference_benchmarks_plus_lower_rates():
+    bench = _load("camera_learned")
     reference = _load("reference_codecs").CAMERA_SPECS
-    assert _load("camera_learned").CLASSICAL_SPECS == tuple(s for s in reference if s != "png")
+    assert bench.REFERENCE_SPECS == tuple(s for s in reference if s != "png")
+    assert bench.CLASSICAL_SPECS == bench.LOW_RATE_SPECS + bench.REFERENCE_SPECS
+    # every low-rate sweep extends a reference codec below its lowest setting
+    for low in bench.LOW_RATE_SPECS:
+        codec, values = low.split(":")[:2]
+        ref = next(s for s in bench.REFERENCE_SPECS if s.startswith(codec + ":"))
+        name, ref_values = ref.split(":")[1].split("=")
+        low_values = [int(v) for v in values.split("=")[1].split(",")]
+        ref_low = min(int(v) for v in ref_values.split(","))
+        # qp grows as quality falls; every other knob is a quality
+        assert all(v > max(int(x) for x in ref_values.split(",")) for v in low_values) \
+            if name == "qp" else all(v < ref_low for v in low_values)
 
 
 def test_core_on_synthetic_frames_with_the_segmenter_that_made_the_labels(bench):
@@ -89,19 +101,25 @@ def test_learned_codec_in_the_core_gives_preservation_at_its_lowest_level(bench,
 
     model_id = resolve_release("camera").model_id
     settings = runner.parse_codec_specs([bench.learned_spec(model_id, [0, 7], 1),
-                                         "jpeg:quality=30,60,90"])
+                                         "jpeg:quality=1,30,60,90"])
     report = bench.evaluate(frames, settings, _green_classes, 3)
     learned = {r["settings"]["quality"]: r for r in report["summary"] if r["codec"] == bench.LEARNED}
     assert learned[0]["bpp"] < learned[7]["bpp"] and learned[0]["psnr"] < learned[7]["psnr"]
     sp = report["preservation"]
     assert sp["level"] == 0 and sp["miou_original"] == 1.0
     assert sp["ratio"] == pytest.approx(learned[0]["miou"]) and sp["bar_met"] == (sp["ratio"] >= 0.9)
+    # the classical rows listed beside it are exactly those within twice its rate
+    jpeg = [r for r in report["summary"] if r["codec"] == "jpeg"]
+    expected = sorted((r for r in jpeg if r["bpp"] <= 2 * sp["bpp"]), key=lambda r: r["bpp"])
+    assert expected and [(r["setting"], r["ratio"]) for r in sp["classical_nearby"]] == [
+        (r["setting"], pytest.approx(r["miou"])) for r in expected]
     assert {(r["anchor"], r["quality"]) for r in report["bd_rates"]} == {
         ("jpeg", "psnr"), ("jpeg", "ms_ssim_db")}
     # The report the script prints and the files it writes come from these numbers.
     report.update(backbone_id="stand-in", timing=None)
     text = bench.format_report(report)
     assert f"= {100 * sp['ratio']:.1f} %" in text and "quality=7" in text
+    assert "classical codecs at up to 2x that rate" in text
     charts = bench.write_charts(report, tmp_path)
     assert sorted(p.name for p in charts) == ["camera_learned_miou_vs_bpp.png",
                                               "camera_learned_ms_ssim_vs_bpp.png",
