@@ -201,41 +201,58 @@ ORIGIN_MIN_POINTS = 2000
 ORIGIN_MIN_HORIZONTAL = 1.0  # metres: nearer points' elevations move too much
 
 
-def _elevation_entropies(x: np.ndarray, origins: np.ndarray, axis: int | None = None
-                         ) -> np.ndarray:
-    """For each row of ``origins``: the entropy (times the count) of the
-    tan(elevation) histogram seen from it. The points are at least
+# Scores are fixed-point integers (units of 2**-32 bit): sums of integers
+# are exact in any order, so the current origin's score carries over from
+# one search step to the next instead of being computed again.
+ORIGIN_SCORE_SCALE = 2.0 ** 32
+ORIGIN_MOVES = np.array([-3, -2, -1, 1, 2, 3])  # the current origin (0) is scored already
+
+
+def _count_log_table(n: int) -> np.ndarray:
+    """-c log2(c) for c = 0..n, fixed point: the score of a histogram bin."""
+    c = np.arange(n + 1, dtype=np.float64)
+    return -np.round(c * np.log2(np.maximum(c, 1.0)) * ORIGIN_SCORE_SCALE).astype(np.int64)
+
+
+def _elevation_entropies(x: np.ndarray, origin: np.ndarray, axis: int, offsets: np.ndarray,
+                         table: np.ndarray) -> np.ndarray:
+    """For each candidate ``origin`` moved by ``offsets`` along ``axis``: the
+    entropy (times the count; fixed point, ``table``) of the tan(elevation)
+    histogram seen from it. The points are at least
     ``ORIGIN_MIN_HORIZONTAL`` minus the search's reach from the z axis, so
-    the division is safe. ``axis``: the origins differ along that axis only
-    (the other components are computed once, to the same values)."""
+    the division is safe."""
+    rows = offsets.size
     if axis == 2:  # same horizontal distance for every candidate
-        horiz = np.hypot(x[:, 0] - origins[0, 0], x[:, 1] - origins[0, 1])[None, :]
-        dz = x[None, :, 2] - origins[:, 2:3]
-    elif axis in (0, 1):
-        other = 1 - axis
-        moving = x[None, :, axis] - origins[:, axis:axis + 1]
-        fixed = (x[:, other] - origins[0, other])[None, :]
-        horiz = np.hypot(moving, fixed) if axis == 0 else np.hypot(fixed, moving)
-        dz = (x[:, 2] - origins[0, 2])[None, :]
+        horiz = np.hypot(x[:, 0] - origin[0], x[:, 1] - origin[1])
+        slope = (x[:, 2] - origin[2])[None, :] - offsets[:, None]
+        slope /= horiz
     else:
-        d = x[None, :, :] - origins[:, None, :]
-        horiz, dz = np.hypot(d[..., 0], d[..., 1]), d[..., 2]
-    k = np.floor(dz / horiz * (1.0 / ORIGIN_BIN)).astype(np.int64)
-    k -= k.min(axis=1, keepdims=True)
-    width = int(k.max()) + 1
-    counts = np.bincount((k + width * np.arange(len(origins))[:, None]).ravel(),
-                         minlength=width * len(origins)).reshape(len(origins), width)
-    c = counts.astype(np.float64)
-    return -(c * np.log2(np.maximum(c, 1.0))).sum(axis=1)
+        other = 1 - axis
+        moving = (x[:, axis] - origin[axis])[None, :] - offsets[:, None]
+        fixed = x[:, other] - origin[other]
+        # sqrt of the sum of squares: several times faster than np.hypot
+        slope = moving * moving
+        slope += fixed * fixed
+        np.sqrt(slope, out=slope)
+        np.divide(x[:, 2] - origin[2], slope, out=slope)
+    slope *= 1.0 / ORIGIN_BIN
+    k = np.floor(slope, out=slope)
+    # one histogram per candidate, side by side in one bincount
+    lo = k.min()
+    width = int(k.max() - lo) + 1
+    k += (np.arange(rows) * width - lo)[:, None]
+    counts = np.bincount(k.astype(np.int64).ravel(), minlength=rows * width)
+    return table[counts].reshape(rows, width).sum(axis=1)
 
 
 def estimate_origin(xyz: np.ndarray) -> np.ndarray:
     """Sensor origin (metres) in the cloud's frame: the point whose view of
     the scan has the sharpest elevation histogram, found by coordinate
-    descent (z, x, y) on ``ORIGIN_SAMPLE`` evenly spaced points (those
-    finite and more than ``ORIGIN_MIN_HORIZONTAL`` from the z axis); zeros
-    for clouds of fewer than ``ORIGIN_MIN_POINTS`` points or with too few
-    usable ones. Deterministic for a given input."""
+    descent (z, x, y; ``ORIGIN_STEPS``, three steps each way) on
+    ``ORIGIN_SAMPLE`` evenly spaced points (those finite and more than
+    ``ORIGIN_MIN_HORIZONTAL`` from the z axis); zeros for clouds of fewer
+    than ``ORIGIN_MIN_POINTS`` points or with too few usable ones.
+    Deterministic for a given input; ties go to the most negative move."""
     origin = np.zeros(3)
     n = xyz.shape[0]
     if n < ORIGIN_MIN_POINTS:
@@ -245,10 +262,16 @@ def estimate_origin(xyz: np.ndarray) -> np.ndarray:
     x = x[np.hypot(x[:, 0], x[:, 1]) > ORIGIN_MIN_HORIZONTAL]
     if x.shape[0] < ORIGIN_MIN_POINTS // 4:
         return origin
-    moves = np.arange(-3, 4)
+    table = _count_log_table(x.shape[0])
+    score = int(_elevation_entropies(x, origin, 2, np.zeros(1), table)[0])
+    below = int(np.searchsorted(ORIGIN_MOVES, 0))  # moves before the current origin
     for step in ORIGIN_STEPS:
         for axis in (2, 0, 1):
-            candidates = np.repeat(origin[None, :], moves.size, axis=0)
-            candidates[:, axis] += moves * step
-            origin = candidates[int(np.argmin(_elevation_entropies(x, candidates, axis)))]
+            moved = _elevation_entropies(x, origin, axis, ORIGIN_MOVES * step, table)
+            scores = np.concatenate((moved[:below], [score], moved[below:]))
+            best = int(np.argmin(scores))
+            if best != below:
+                origin = origin.copy()
+                origin[axis] += ORIGIN_MOVES[best if best < below else best - 1] * step
+                score = int(scores[best])
     return origin
