@@ -422,6 +422,26 @@ def test_cli_info_compress_decompress(tmp_path, source_bag, capsys):
     assert "sensor_msgs/msg/PointCloud2" in capsys.readouterr().out
 
 
+def test_cli_lidar_max_error_sets_the_lidar_codecs_own_bound(tmp_path, source_bag, capsys):
+    from sensor_codec.messages import compressed_to_payload
+    from sensor_codec.wire import unpack
+
+    src, _ = source_bag
+    assert main(["bag", "compress", str(src), "-o", str(tmp_path / "c"), "--topics",
+                 "/lidar/points", "--lidar-codec", "rangecode", "--lidar-max-error", "0.02",
+                 "--no-progress"]) == 0
+    msgs = list(read_messages(tmp_path / "c", ["/lidar/points/sensor_codec"]))
+    assert len(msgs) == N_FRAMES
+    for m in msgs:
+        c = unpack(compressed_to_payload(deserialize(m.data, m.msgtype)))
+        assert c.codec == "rangecode" and c.metadata["bound"] == 0.02
+    capsys.readouterr()
+    assert main(["bag", "compress", str(src), "-o", str(tmp_path / "z"), "--lidar-codec",
+                 "zstd", "--lidar-max-error", "0.02"]) == 2
+    assert "codec 'zstd' has no per-point error bound for --lidar-max-error" in (
+        capsys.readouterr().err)
+
+
 def test_cli_errors_exit_2(tmp_path, source_bag, capsys):
     src, _ = source_bag
     assert main(["bag", "compress", str(src), "-o", str(tmp_path / "c"), "--lidar-codec",

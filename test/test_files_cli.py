@@ -86,6 +86,22 @@ def test_kitti_bin_grid_round_trip_within_max_error(tmp_path, capsys):
         np.testing.assert_array_equal(again.xyz(), back.xyz())
 
 
+def test_max_error_sets_each_codecs_own_bound_setting(tmp_path, capsys):
+    table = _kitti_bin(tmp_path / "scan.bin")
+    rc, _, _ = _run(capsys, "compress", tmp_path / "scan.bin", "-o", tmp_path / "r.scdc",
+                    "--codec", "rangecode", "--max-error", 0.03)
+    assert rc == 0
+    assert unpack((tmp_path / "r.scdc").read_bytes()).metadata["bound"] == 0.03
+    assert _run(capsys, "decompress", tmp_path / "r.scdc", "-o", tmp_path / "r.bin")[0] == 0
+    err = np.linalg.norm(files.read_frame(tmp_path / "r.bin").xyz()
+                         - table[:, :3].astype(np.float64), axis=1)
+    assert 0.01 < err.max() <= 0.03  # the 3 cm bound is used, not the 1 cm default
+    rc, _, err_text = _run(capsys, "compress", tmp_path / "scan.bin", "-o", tmp_path / "d.scdc",
+                           "--codec", "draco", "--max-error", 0.03)
+    assert rc == 2 and "codec 'draco' has no per-point error bound for --max-error" in err_text
+    assert "'grid'" in err_text and "'rangecode'" in err_text
+
+
 def test_nuscenes_pcd_bin_defaults_to_five_columns(tmp_path, capsys):
     rng = np.random.default_rng(1)
     table = np.column_stack([rng.uniform(-30, 30, (200, 3)), rng.integers(0, 255, 200),

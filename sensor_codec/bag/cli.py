@@ -41,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--camera-codec", help="codec for Image topics (default webp)")
     p.add_argument("--camera-quality", type=int, help="camera codec 'quality' setting")
     p.add_argument("--lidar-codec", help="codec for lidar PointCloud2 topics (default grid)")
-    p.add_argument("--lidar-max-error", type=float, help="lidar codec 'max_error' setting (m)")
+    p.add_argument("--lidar-max-error", type=float,
+                   help="the lidar codec's per-point error bound in metres (grid: 'max_error', "
+                        "rangecode: 'bound')")
     p.add_argument("--radar-codec", help="codec for radar PointCloud2 topics (default radar_quant)")
     p.add_argument("--set", action="append", default=[], metavar="MODALITY.KEY=VALUE",
                    help="any codec setting, e.g. --set lidar.max_error=0.005 (repeatable)")
@@ -76,7 +78,9 @@ def codecs_from_args(args: argparse.Namespace) -> dict[Modality, tuple[str, dict
     if args.camera_quality is not None:
         chosen[Modality.CAMERA][1]["quality"] = args.camera_quality
     if args.lidar_max_error is not None:
-        chosen[Modality.LIDAR][1]["max_error"] = args.lidar_max_error
+        from ..io.files_cli import error_bound_setting
+        key = error_bound_setting(chosen[Modality.LIDAR][0], "--lidar-max-error")
+        chosen[Modality.LIDAR][1][key] = args.lidar_max_error
     for item in args.set:
         modality, key, raw = parse_setting(item)
         chosen[modality][1][key] = coerce_setting(chosen[modality][0], key, raw)

@@ -64,6 +64,9 @@ class Codec(abc.ABC):
     lossless: ClassVar[bool] = False
     params: ClassVar[tuple[Param, ...]] = ()
     description: ClassVar[str] = ""
+    # The setting that holds a per-point error bound in metres, for codecs that
+    # have one (``--max-error`` and ``--lidar-max-error`` set it); None otherwise.
+    error_bound_setting: ClassVar[str | None] = None
 
     def __init__(self, **settings: Any) -> None:
         known = {p.name: p for p in self.params}

@@ -47,6 +47,7 @@ _BOUND_MARGIN = 1.0 - 1e-9
 @register_codec
 class GridCodec(Codec):
     name = "grid"
+    error_bound_setting = "max_error"
     modalities = frozenset({Modality.LIDAR})
     description = "Bounded-error grid quantisation of x, y, z + delta + zstd; other fields exact"
     params = (

@@ -235,6 +235,7 @@ def _outside_bound(recon: np.ndarray, xyz: np.ndarray, dtypes, bound: np.ndarray
 @register_codec
 class RangeCodeLidar(Codec):
     name = "rangecode"
+    error_bound_setting = "bound"
     modalities = frozenset({Modality.LIDAR})
     lossless = False
     description = ("Bounded-error lidar: every point within `bound` metres; beams, predictive "

@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
                             + "); see 'sensor-codec codecs'")
         parser.add_argument("--quality", type=int, help="the codec's 'quality' setting")
         parser.add_argument("--max-error", type=float,
-                            help="the codec's 'max_error' setting, in metres")
+                            help="the codec's per-point error bound in metres (grid: "
+                                 "'max_error', rangecode: 'bound')")
         parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                             help="any codec setting (repeatable)")
         parser.add_argument("--fields", help="column names of a .bin or N x K .npy cloud, "
@@ -142,7 +143,7 @@ def codec_settings(name: str, quality: int | None, max_error: float | None,
     if quality is not None:
         put("quality", quality, "--quality")
     if max_error is not None:
-        put("max_error", max_error, "--max-error")
+        put(error_bound_setting(name, "--max-error"), max_error, "--max-error")
     for item in assignments:
         key, sep, text = item.partition("=")
         key = key.strip()
@@ -150,6 +151,17 @@ def codec_settings(name: str, quality: int | None, max_error: float | None,
             raise ConfigError(f"--set {item!r} is not KEY=VALUE")
         put(key, _parse_value(key, text.strip(), params.get(key)), "--set")
     return settings
+
+
+def error_bound_setting(name: str, flag: str) -> str:
+    """The setting of codec ``name`` that ``flag`` (a max-error option) sets."""
+    key = codec_class(name).error_bound_setting
+    if key is None:
+        bounded = sorted(n for n in codec_names()
+                         if codec_class(n).error_bound_setting)
+        raise ConfigError(f"codec {name!r} has no per-point error bound for {flag}; codecs "
+                          f"with one: {bounded}")
+    return key
 
 
 def _parse_value(key: str, text: str, param):
