@@ -422,6 +422,35 @@ def test_cli_info_compress_decompress(tmp_path, source_bag, capsys):
     assert "sensor_msgs/msg/PointCloud2" in capsys.readouterr().out
 
 
+def test_semantic_label_maps_are_coded_losslessly_whatever_the_camera_codec(tmp_path):
+    rng = np.random.default_rng(5)
+    labels = [rng.integers(0, 11, (48, 64)).astype(np.uint8) for _ in range(N_FRAMES)]
+    items, images = [], []
+    for i, classes in enumerate(labels):
+        t = T0 + i * PERIOD
+        images.append(_image(rng, t).pixels)
+        items.append(("/camera/image_raw", t,
+                      frame_to_image(CameraFrame(images[-1], "rgb8", t, "camera"), T)))
+        items.append(("/camera/image_raw/semantic", t,
+                      frame_to_image(CameraFrame(classes, "mono8", t, "camera"), T)))
+    write_frames(tmp_path / "src", items)
+    report = compress_bag(tmp_path / "src", tmp_path / "c", codecs={"camera": "jpeg"},
+                          progress=False)
+    assert report.topics["/camera/image_raw"].codec == "jpeg"
+    assert report.topics["/camera/image_raw/semantic"].codec == "png"
+    decompress_bag(tmp_path / "c", tmp_path / "d", progress=False)
+    back = [image_to_frame(deserialize(m.data, m.msgtype)).pixels
+            for m in read_messages(tmp_path / "d", ["/camera/image_raw/semantic"])]
+    assert len(back) == N_FRAMES
+    for want, got in zip(labels, back):
+        np.testing.assert_array_equal(got.reshape(want.shape), want)
+    # the camera topic itself still went through the lossy codec
+    cam = [image_to_frame(deserialize(m.data, m.msgtype)).pixels
+           for m in read_messages(tmp_path / "d", ["/camera/image_raw"])]
+    assert len(cam) == N_FRAMES
+    assert all(not np.array_equal(c.reshape(i.shape), i) for c, i in zip(cam, images))
+
+
 def test_cli_lidar_max_error_sets_the_lidar_codecs_own_bound(tmp_path, source_bag, capsys):
     from sensor_codec.messages import compressed_to_payload
     from sensor_codec.wire import unpack

@@ -3,7 +3,8 @@
 ``compress_bag`` turns every camera ``Image`` and lidar/radar ``PointCloud2``
 topic into a ``<topic>/sensor_codec`` ``CompressedImage`` topic whose messages
 carry a container payload (``format`` is the readable tag); every other topic
-is copied byte for byte. ``decompress_bag`` does the reverse onto the
+is copied byte for byte. Semantic label-map topics (``.../semantic``) are
+coded losslessly (``LABEL_MAP_CODEC``) whatever the camera codec. ``decompress_bag`` does the reverse onto the
 original topic names.
 
 A message that cannot be converted is counted in the report and skipped
@@ -25,6 +26,7 @@ from typing import Any
 from ..codecs import codec_names, decode, get_codec
 from ..errors import BagError, ConfigError, SensorCodecError
 from ..frames import CameraFrame, Modality
+from ..graph import SEMANTIC_SUFFIX
 from ..messages import (compressed_to_payload, frame_to_image, frame_to_pointcloud2,
                         image_to_frame, is_radar_cloud, payload_to_compressed,
                         pointcloud2_dtype, pointcloud2_to_frame, rosbags_types)
@@ -45,6 +47,12 @@ DEFAULT_CODECS: dict[Modality, tuple[str, dict]] = {
     Modality.LIDAR: ("grid", {}),
     Modality.RADAR: ("radar_quant", {}),
 }
+# Semantic label maps (the encoder node's and the decoder's ``<camera>/semantic``
+# mono8 topics) hold class ids, not intensities: a lossy camera codec would
+# invent classes, so such topics get LABEL_MAP_CODEC, lossless, whatever the
+# camera codec is.
+LABEL_MAP_SUFFIXES = (SEMANTIC_SUFFIX,)
+LABEL_MAP_CODEC = "png"
 # Errors kept per topic in the report (the count is always complete).
 MAX_ERRORS_KEPT = 5
 
@@ -310,9 +318,13 @@ def compress_bag(src: str | Path, dst: str | Path, *,
     report = ConversionReport(str(src), str(dst), storage)
     handlers: dict[str, Handler] = {}
     outputs: dict[str, list[tuple[str, str]]] = {}
+    topic_codecs = {}
     for topic, modality in plan.items():
         out_topic = topic + TRANSPORT_SUFFIX
         codec = encoders[modality]
+        if is_label_map_topic(topic, modality) and not codec.lossless:
+            codec = get_codec(LABEL_MAP_CODEC)
+        topic_codecs[topic] = codec
         topic_report = TopicReport(topic, out_topic, modality.label, codec.name)
         report.topics[topic] = topic_report
         handlers[topic] = _compress_handler(topic_report, modality, codec, types, keep_raw,
@@ -322,12 +334,17 @@ def compress_bag(src: str | Path, dst: str | Path, *,
             outputs[topic].insert(0, (topic, IMAGE if modality == Modality.CAMERA else POINTCLOUD2))
     # Recorded in metadata.yaml so a reader of the bag knows how it was made.
     settings = {topic: {"modality": r.modality, "codec": r.codec,
-                        "settings": encoders[plan[topic]].settings}
+                        "settings": topic_codecs[topic].settings}
                 for topic, r in report.topics.items()}
     _run(src, dst, storage, handlers, report, outputs=outputs, progress=progress,
          custom_data={"sensor_codec.compress": json.dumps(settings, sort_keys=True)},
          overwrite=overwrite, callback=callback, desc="compress")
     return report
+
+
+def is_label_map_topic(topic: str, modality: Modality) -> bool:
+    """A camera topic that carries class ids (``LABEL_MAP_SUFFIXES``)."""
+    return modality == Modality.CAMERA and topic.endswith(LABEL_MAP_SUFFIXES)
 
 
 def _compress_handler(report: TopicReport, modality: Modality, codec, types, keep_raw: bool,
