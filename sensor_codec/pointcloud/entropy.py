@@ -280,6 +280,31 @@ def quantise_histogram(counts: np.ndarray) -> np.ndarray:
     return out
 
 
+def quantise_histograms(counts: np.ndarray) -> np.ndarray:
+    """``quantise_histogram`` of every row of a 2-D array of counts, each
+    row with at least one nonzero count (the same values, row by row)."""
+    counts = counts.astype(np.float64)
+    scaled = counts * (65535.0 / counts.max(axis=1))[:, None]
+    np.round(scaled, out=scaled)
+    np.maximum(scaled, 1.0, out=scaled)
+    scaled[counts == 0] = 0.0
+    return scaled
+
+
+def pack_histograms(rows: np.ndarray) -> bytes:
+    """``pack_histogram`` of every row, concatenated."""
+    nz = rows > 0
+    k = nz.sum(axis=1)
+    ids = np.nonzero(nz)[1].astype(np.uint8).tobytes()
+    weights = rows[nz].astype("<u2").tobytes()
+    ends = np.cumsum(k).tolist()
+    parts, start = [], 0
+    for count, end in zip(k.tolist(), ends):
+        parts += [bytes((count,)), ids[start:end], weights[2 * start:2 * end]]
+        start = end
+    return b"".join(parts)
+
+
 def pack_histogram(row: np.ndarray) -> bytes:
     """Sparse form: count of nonzero symbols, their ids (u8) and weights (u16)."""
     nz = np.flatnonzero(row > 0)
@@ -346,6 +371,10 @@ class SideWriter:
 
     def histogram(self, row: np.ndarray) -> None:
         self.parts.append(pack_histogram(row))
+
+    def histograms(self, rows: np.ndarray) -> None:
+        """``histogram`` of each row in turn (rows with a nonzero weight)."""
+        self.parts.append(pack_histograms(rows))
 
     def getvalue(self) -> bytes:
         return b"".join(self.parts)

@@ -45,9 +45,8 @@ from .entropy import (
     StreamReader,
     StreamWriter,
     estimate_bits,
-    quantise_histogram,
+    quantise_histograms,
     read_int_sequence,
-    symbols_only,
     to_symbols,
     write_int_sequence,
 )
@@ -185,15 +184,13 @@ def contexts(res: np.ndarray | None, lags: np.ndarray, axis: int | None = None):
     return out if axis is None else out[axis]
 
 
-def _write_tables(side: SideWriter, values: np.ndarray, ctx: np.ndarray) -> np.ndarray:
-    """One histogram per context present, in context order; returns the table."""
-    sym = symbols_only(values)
-    rows = int(ctx.max()) + 1
-    counts = np.bincount(ctx * ALPHABET + sym, minlength=rows * ALPHABET).reshape(rows, ALPHABET)
-    table = np.zeros((rows, ALPHABET))
-    for c in np.flatnonzero(counts.sum(axis=1)):
-        table[c] = quantise_histogram(counts[c].astype(np.float64))
-        side.histogram(table[c])
+def _write_tables(side: SideWriter, counts: np.ndarray) -> np.ndarray:
+    """One histogram per context present (``counts``: contexts x symbols),
+    in context order; returns the table."""
+    used = np.flatnonzero(counts.sum(axis=1))
+    table = np.zeros(counts.shape)
+    table[used] = quantise_histograms(counts[used])
+    side.histograms(table[used])
     return table
 
 
@@ -212,21 +209,25 @@ TABLES, ONLINE = 0, 1
 FLAT_PRIOR_WEIGHT = 2.0
 
 
-def _histogram_cost_bits(sym: np.ndarray, ctx: np.ndarray,
-                         plan: predict.OnlinePlan | None = None) -> float:
-    """Cost with one histogram per context (``plan``: the stream's online
-    plan, whose counts per chunk add up to the per-context counts)."""
+def _context_counts(sym: np.ndarray, ctx: np.ndarray,
+                    plan: predict.OnlinePlan | None = None) -> np.ndarray:
+    """Symbol counts per context, contexts x symbols (``plan``: the stream's
+    online plan, whose counts per chunk add up to them)."""
     if plan is not None:
-        counts = plan.hist.sum(axis=0)
-    else:
-        rows = int(ctx.max()) + 1
-        counts = np.bincount(ctx * ALPHABET + sym,
-                             minlength=rows * ALPHABET).reshape(rows, ALPHABET)
-    bits = 0.0
-    for row in counts[counts.sum(axis=1) > 0]:
-        nz = row[row > 0]
-        bits += float(-(nz * np.log2(nz / nz.sum())).sum()) + 8 * (1 + 3 * nz.size)
-    return bits
+        return plan.hist.sum(axis=0)
+    rows = int(ctx.max()) + 1
+    return np.bincount(ctx * ALPHABET + sym, minlength=rows * ALPHABET).reshape(rows, ALPHABET)
+
+
+def _histogram_cost_bits(counts: np.ndarray) -> float:
+    """Cost with one histogram per context (``counts``: ``_context_counts``):
+    the symbols' ideal cost plus the side information's bytes."""
+    used = counts[counts.sum(axis=1) > 0].astype(np.float64)
+    nz = used > 0
+    share = np.where(nz, used, 1.0) / used.sum(axis=1, keepdims=True)
+    np.log2(share, out=share)
+    share *= used
+    return float(-share.sum()) + 8.0 * (used.shape[0] + 3 * int(nz.sum()))
 
 
 def _online_plan(sym: np.ndarray, ctx: np.ndarray) -> predict.OnlinePlan:
@@ -238,7 +239,7 @@ def _online_plan(sym: np.ndarray, ctx: np.ndarray) -> predict.OnlinePlan:
 def _stream_costs(sym: np.ndarray, ctx: np.ndarray) -> tuple[float, float]:
     """(online, histogram) cost in bits of the symbols (extra bits not included)."""
     plan = _online_plan(sym, ctx)
-    return plan.cost_bits(), _histogram_cost_bits(sym, ctx, plan)
+    return plan.cost_bits(), _histogram_cost_bits(_context_counts(sym, ctx, plan))
 
 
 def stream_cost_bits(values: np.ndarray, ctx: np.ndarray) -> float:
@@ -255,9 +256,10 @@ def write_stream(writer: StreamWriter, side: SideWriter, values: np.ndarray,
     symbols = to_symbols(values)
     sym = symbols[0]
     plan = _online_plan(sym, ctx)
-    if plan.cost_bits() >= _histogram_cost_bits(sym, ctx, plan):
+    counts = _context_counts(sym, ctx, plan)
+    if plan.cost_bits() >= _histogram_cost_bits(counts):
         side.u16(TABLES)
-        writer.write(values, ctx, _write_tables(side, values, ctx), symbols)
+        writer.write(values, ctx, _write_tables(side, counts), symbols)
         return
     side.u16(ONLINE)
     plan.write(writer, symbols)
