@@ -150,43 +150,55 @@ def segment_starts(sorted_beams: np.ndarray) -> np.ndarray:
     return first
 
 
+def _count_below(sorted_keys: np.ndarray, sorted_targets: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(sorted_keys, sorted_targets)`` for sorted targets,
+    by merging the two (a stable sort of two sorted runs is a linear merge;
+    targets first, so a target sorts before keys equal to it)."""
+    count = sorted_targets.size
+    merged = np.argsort(np.concatenate((sorted_targets, sorted_keys)), kind="stable")
+    below = np.flatnonzero(merged < count)
+    below -= np.arange(count)
+    return below
+
+
 def nearest_in_previous_beam(sorted_beams: np.ndarray, azimuth_index: np.ndarray) -> np.ndarray:
     """For each point (coded order), the index of the point in the previous
-    beam (next lower label present) whose azimuth index is nearest; -1 on
-    the first beam."""
+    beam (next lower label present) whose azimuth index is nearest (the
+    lower one on a tie); -1 on the first beam."""
     m = sorted_beams.size
     up = np.full(m, -1, np.int64)
     if m == 0:
         return up
-    first = segment_starts(sorted_beams)
-    beam_rank = np.cumsum(first) - 1
-    starts = np.flatnonzero(first)
-    ends = np.r_[starts[1:], m]
+    starts = np.flatnonzero(segment_starts(sorted_beams))
+    if starts.size < 2:
+        return up
+    lengths = np.diff(np.r_[starts, m])
     a = azimuth_index.astype(np.int64)
-    span = int(a.max() - a.min()) + 1
-    key = beam_rank * span + (a - a.min())
+    a_min = int(a.min())
+    span = int(a.max()) - a_min + 1
+    # key: beam rank, then azimuth. A beam occupies the same stretch
+    # [start, end) of the coded order and of the sorted keys, so the search
+    # runs on the sorted keys, whose targets (same azimuth, previous beam)
+    # come sorted too.
+    key = np.repeat(np.arange(0, starts.size * span, span) - a_min, lengths)
+    key += a
     by_key = np.argsort(key, kind="stable")
     sorted_key = key[by_key]
-    has_prev = beam_rank > 0
-    if not has_prev.any():
-        return up
-    target = key[has_prev] - span
-    prev_rank = beam_rank[has_prev] - 1
-    lo = starts[prev_rank]
-    hi = ends[prev_rank] - 1
+    s1 = int(starts[1])
+    target = sorted_key[s1:] - span
     top = int(sorted_key[-1]) + 1
     if top <= 8 * m:
         # searchsorted (left) as a table: the number of keys below each value
         below = np.zeros(top + 1, np.int64)
         np.cumsum(np.bincount(sorted_key, minlength=top), out=below[1:])
-        j = below[np.minimum(target, top)]
+        j = below[target]
     else:
-        j = np.searchsorted(sorted_key, target)
-    j_hi = np.clip(j, lo, hi)
-    j_lo = np.clip(j - 1, lo, hi)
-    pick = np.where(np.abs(sorted_key[j_lo] - target) <= np.abs(sorted_key[j_hi] - target),
-                    j_lo, j_hi)
-    up[has_prev] = by_key[pick]
+        j = _count_below(sorted_key, target)
+    # j lies in [lo, hi + 1], lo..hi being the previous beam's stretch
+    j_hi = np.minimum(j, np.repeat(starts[1:] - 1, lengths[1:]))
+    j_lo = np.maximum(j - 1, np.repeat(starts[:-1], lengths[1:]))
+    pick = np.where(sorted_key[j_hi] - target < target - sorted_key[j_lo], j_hi, j_lo)
+    up[by_key[s1:]] = by_key[pick]
     return up
 
 
