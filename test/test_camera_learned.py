@@ -433,6 +433,53 @@ def test_training_from_scratch_moves_the_synthesis_to_its_grids_late(tmp_path):
     assert set(state["synthesis_calibration"]) == {"input_peak", "stage_peaks"}
 
 
+def test_export_names_by_weight_hash_writes_graphs_card_and_brings_its_backbone(tmp_path):
+    """``sensor-codec export camera`` into an empty folder: a self-contained release (the
+    backbone copied in), named by the weights' hash, that decodes with both runtimes."""
+    pytest.importorskip("torch")
+    import json
+
+    from sensor_codec.errors import ConfigError
+    from sensor_codec.learned.camera_export import export_camera
+    from sensor_codec.learned.camera_runtime import LearnedCameraRuntime
+    from sensor_codec.learned.camera_train import CameraTrainConfig, train_camera
+    from sensor_codec.learned.release import find_release, tensor_hash
+
+    shipped = _shipped_camera()
+    ckpt = tmp_path / "ckpt"
+    train_camera(_tiny_image_set(), ckpt, CameraTrainConfig(
+        batch_size=2, crop=(64, 64), max_steps=1, epochs=1, seed=0, data="tiny-set",
+        init_from=shipped.model_id, decoder_only=True), progress=False)
+    out = tmp_path / "models"
+    release = export_camera(ckpt, out, make_default=False, timing_repeats=1)
+    assert release.model_id == "camera-" + tensor_hash(release.load_tensors())[:12]
+    backbone = shipped.manifest["backbone"]
+    assert release.manifest["backbone"] == backbone
+    assert find_release(backbone, out).folder == out   # copied beside the camera model
+    names = {p.name for p in out.iterdir()}
+    assert {f"{release.model_id}{s}" for s in (".json", ".md", ".safetensors", "-encoder.onnx",
+                                                "-decoder.onnx")} <= names
+    card = (out / f"{release.model_id}.md").read_text()
+    assert "- data: `tiny-set` (4 frames)" in card and "CamVid train" not in card
+    assert json.loads((out / f"{release.model_id}.json").read_text())["id"] == release.model_id
+    frame = _frames(1, height=64, width=96)[0]
+    decoded = {}
+    for backend in ("onnxruntime", "torch"):
+        rt = LearnedCameraRuntime(release=release, backend=backend, threads=1)
+        packed = rt.compress(frame, 3)
+        decoded[backend] = rt.decompress(packed.sections, packed.metadata)
+    assert decoded["onnxruntime"][0].shape == frame.shape
+    for got_ort, got_torch in zip(decoded["onnxruntime"], decoded["torch"]):
+        np.testing.assert_array_equal(got_ort, got_torch)   # image and semantic map
+    # a checkpoint still on its float synthesis is refused with the options that fix it
+    scratch = tmp_path / "scratch"
+    train_camera(_tiny_image_set(), scratch, CameraTrainConfig(
+        batch_size=2, crop=(64, 64), max_steps=1, epochs=1, seed=0, integer_from_step=5),
+        progress=False)
+    with pytest.raises(ConfigError, match="--integer-from-step S"):
+        export_camera(scratch, tmp_path / "other", make_default=False, timing_repeats=1)
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"semantic_loss_weight": -1.0}, "semantic-loss"),
     ({"integer_from_step": -2}, "integer-from-step"),

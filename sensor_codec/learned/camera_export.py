@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import ConfigError, SensorCodecError
+from ..errors import ConfigError, SensorCodecError, UnknownModelError
 from .camera_codec import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, HIDDEN,
                            HYPER, LAMBDAS, LATENT, LEVELS, QMAP_GAINS, CameraCodecNet, decoder_graph,
                            EncoderGraph, frozen_tensors)
 from .camera_train import _load_net
 from .export import export_onnx, round_weights_to_half, state_numpy, time_call
-from .release import ModelRelease, model_id_for, resolve_release, set_default, tensor_hash
+from .release import (ModelRelease, find_release, model_id_for, resolve_release, set_default,
+                      tensor_hash)
 from .train import STATE_FILE, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,22 @@ def semantic_preservation(runtime, val_data, level: int = 0, frames: int | None 
             "ratio": miou_decoded / miou_original if miou_original else float("nan")}
 
 
+def _backbone_in(out: Path, backbone_id: str | None) -> ModelRelease:
+    """The backbone release in ``out``, copied there from the models folder
+    (``SENSOR_CODEC_MODELS`` or the shipped one) when ``out`` lacks it: a camera
+    model regenerates semantic maps with its backbone, so the folder the nodes
+    load must hold both."""
+    try:
+        return resolve_release("backbone", backbone_id, out)
+    except UnknownModelError:
+        source = resolve_release("backbone", backbone_id)  # its error names what is held
+    copied = sorted(p.name for p in source.folder.glob(f"{source.model_id}*") if p.is_file())
+    for name in copied:
+        shutil.copy2(source.folder / name, out / name)
+    log.info("copied backbone %s into %s (%s)", source.model_id, out, ", ".join(copied))
+    return find_release(source.model_id, out)
+
+
 def export_camera(checkpoint: str | Path, out_dir: str | Path, *, backbone: str | None = None,
                   val_data=None, command: str = "", make_default: bool = True, threads: int = 0,
                   rd_frames: int = 10, timing_repeats: int = 3, semantic_frames: int = 0) -> ModelRelease:
@@ -84,7 +102,7 @@ def export_camera(checkpoint: str | Path, out_dir: str | Path, *, backbone: str 
     out.mkdir(parents=True, exist_ok=True)
     train_state = json.loads((checkpoint / STATE_FILE).read_text()) if (checkpoint / STATE_FILE).is_file() else {}
     backbone_id = backbone or train_state.get("backbone")
-    backbone_release = resolve_release("backbone", backbone_id, out)
+    backbone_release = _backbone_in(out, backbone_id)
     if train_state.get("backbone") and train_state["backbone"] != backbone_release.model_id:
         raise ConfigError(f"checkpoint was trained on {train_state['backbone']}, export asked for "
                           f"{backbone_release.model_id}")
@@ -93,7 +111,8 @@ def export_camera(checkpoint: str | Path, out_dir: str | Path, *, backbone: str 
     net.eval()
     if not bool(net.g_s.calibrated):
         raise ConfigError(f"checkpoint {checkpoint} has a float synthesis; fine-tune it on the integer "
-                          "grid first (sensor-codec train camera --integer-synthesis-steps N)")
+                          "grids first: sensor-codec train camera --resume CHECKPOINT --out CHECKPOINT "
+                          "--steps N --integer-from-step S (S below N) with the run's other options")
     round_weights_to_half(net)
     tensors = state_numpy(net, prefix="net.")
     tensors.update(frozen_tensors(net))
@@ -187,6 +206,12 @@ def _parent_commands(train_state: dict) -> list[str]:
             parent.get("export_command") or "", "# this model:"]
 
 
+def _frames_note(train_state: dict) -> str:
+    """' (N frames)' when the checkpoint recorded its training set size."""
+    frames = train_state.get("train_frames")
+    return f" ({frames} frames)" if frames else ""
+
+
 def camera_card(manifest: dict, train_state: dict) -> str:
     config = train_state.get("config", {})
     metrics = manifest["metrics"]
@@ -198,7 +223,7 @@ def camera_card(manifest: dict, train_state: dict) -> str:
         f"({manifest['levels']} levels), semantic quality map; see `sensor_codec/learned/camera_codec.py`.",
         f"Backbone: `{manifest['backbone']}`. constriction {manifest['constriction_version']}.", "",
         "## Training",
-        f"- data: `{config.get('data', '?')}` (CamVid train, 367 frames), crops {config.get('crop')},"
+        f"- data: `{config.get('data', '?')}`{_frames_note(train_state)}, crops {config.get('crop')},"
         f" scale {config.get('scale_range')}, batch {config.get('batch_size')}, Adam lr {config.get('lr')}"
         f" cosine, seed {config.get('seed')}",
         f"- steps: {train_state.get('step')} ({train_state.get('epoch')} epochs); last epoch: "

@@ -172,6 +172,7 @@ def train_camera(train_set: ImageSet, out_dir: str | Path, config: CameraTrainCo
         state["config"]["max_steps"] = config.max_steps
         state.setdefault("resumed", []).append({"at_step": state["step"], "command": config.command,
                                                 "max_steps": config.max_steps})
+    state["train_frames"] = len(train_set)  # for the model card
     steps_per_epoch = max(1, len(train_set) // config.batch_size)
     total_steps = config.max_steps or steps_per_epoch * config.epochs
     integer_from = (config.integer_from_step if config.integer_from_step is not None

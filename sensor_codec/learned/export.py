@@ -176,7 +176,9 @@ def backbone_card(manifest: dict, train_state: dict) -> str:
         f"- ONNX opset {manifest['onnx_opset']}, dynamic height and width; weights sha256 "
         f"`{manifest['sha256']}`.", "",
         "## Data",
-        f"- training: `{config.get('data', '?')}` train split (367 frames, 480x360), void (11) ignored;",
+        f"- training: `{config.get('data', '?')}` train split"
+        + (f" ({train_state['train_frames']} frames)" if train_state.get("train_frames") else "")
+        + ", void (11) ignored;",
         f"  crops {config.get('crop')}, random scale {config.get('scale_range')}, flip, brightness/contrast",
         f"  jitter; AdamW lr {config.get('lr')}, poly schedule, batch {config.get('batch_size')}, "
         f"seed {config.get('seed')}, ENet class weights.",

@@ -162,6 +162,7 @@ def train_backbone(train_set: ImageSet, out_dir: str | Path, config: BackboneTra
         state.setdefault("resumed", []).append({"at_epoch": state["epoch"], "command": config.command,
                                                 "epochs": config.epochs})
         log.info("resumed from %s at epoch %d", resume, state["epoch"])
+    state["train_frames"] = len(train_set)  # for the model card
     weights = class_weights(train_set.labels).to(config.device)
     steps_per_epoch = max(1, len(train_set) // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
