@@ -180,9 +180,11 @@ def test_empty_and_one_point(n):
     frame = radar(n, 4)
     payload = RadarAdaptiveCodec().encode(frame)
     check(frame, decode(payload))
-    # measured: 53 bytes of container (no frame id), 11 of layout; a single point
-    # is all constants, 25 bytes of plans and values and no range-coded words
-    assert len(payload) == (64 if n == 0 else 89)
+    # measured: 53 bytes of container (no frame id), 4 of layout (format byte,
+    # count, flags, the View-of-Delft layout preset); a single point is all
+    # constants, 23 bytes of plans and values (time 0: one byte) and no
+    # range-coded words
+    assert len(payload) == (57 if n == 0 else 80)
     assert section_sizes(unpack(payload))["coded"] == 0
 
 
@@ -434,8 +436,98 @@ def test_golden_format_2_payload_decodes():
     np.testing.assert_array_equal(frame.points["track_id"], [528, 529, 530] * 2)
 
 
+# A format-2 track stream (``track_stream(cycles=8, slots=5, seed=3)``, synthetic)
+# as the format-2 encoder wrote it: match, keyed, period and dictionary plans,
+# block-adaptive models. Format 3 must keep reading it.
+GOLDEN_FORMAT_2_STREAM = bytes.fromhex(
+    "534344430100030000000000000000000872616461725f616309636c6173736963616c0000020000007b"
+    "7d0100ad000000022704050f161e453e0301020004061001001001002401040302490102a8486a7e36e0"
+    "7bbbb2f534016e920bb2007b42f24683fb46321f93a9e31d15a140bee4afc9d3b2cdfae0a2b9b4e6311d"
+    "2b785d0ff4364012a5405e7424285f2232118bfc07be738734ccf618b06764c3217e4623f69b594ee82a"
+    "004484b7e84b584b9dcb02f01e1d7b31e2c7a2c6a2f3fb8cea2db99765978f62a198563053cdc2bbc5af"
+    "da2e2939395ffa980000e8708123119e")
+
+
+def test_golden_format_2_track_stream_decodes_and_format_3_is_smaller():
+    frame = track_stream(cycles=8, slots=5, seed=3)
+    golden = unpack(GOLDEN_FORMAT_2_STREAM)
+    assert golden.sections[0][0] == 2
+    check(frame, decode(GOLDEN_FORMAT_2_STREAM))
+    payload = RadarAdaptiveCodec().encode(frame)
+    assert unpack(payload).sections[0][0] == SECTION_FORMAT == 3
+    check(frame, decode(payload))
+    # measured: 226 bytes in format 2, 209 in format 3 (plans and models)
+    assert len(GOLDEN_FORMAT_2_STREAM) == 226 and len(payload) < 226 - 10
+
+
+def test_format_3_plan_options_on_a_track_stream():
+    from sensor_codec.codecs.radar_learned import LAYOUT_PRESET
+    frame = track_stream(cycles=40, slots=8, seed=9)
+    payload = RadarAdaptiveCodec().encode(frame)
+    s0 = unpack(payload).sections[0]
+    assert 128 <= frame.num_points < 2 ** 14  # a two-byte count before the flags
+    assert not s0[3] & LAYOUT_PRESET  # x, y, z, track_id, time: no preset layout
+    plans = plans_by_name(payload)
+    assert plans["z"]["kind"] == "const" and plans["z"]["value"] == 0
+    assert plans["x"]["pred"] == PRED_KEY
+    check(frame, decode(payload))
+
+
+def test_growing_counter_is_coded_without_signs():
+    rng = np.random.default_rng(5)
+    n = 300
+    counter = np.cumsum(rng.integers(1000, 3000, n)).astype(np.uint32)
+    frame = PointCloudFrame.from_arrays(Modality.RADAR, x=rng.uniform(0, 50, n).astype(np.float32),
+                                        y=np.zeros(n, np.float32), z=np.zeros(n, np.float32),
+                                        timestamp=counter)
+    payload = RadarAdaptiveCodec().encode(frame)
+    plan = plans_by_name(payload)["timestamp"]
+    assert plan["pred"] == PRED_PERIOD and plan["period"] == 1 and plan["nonnegative"]
+    check(frame, decode(payload))
+
+
+def test_layout_preset_is_one_byte_and_refused_in_format_2():
+    from sensor_codec.codecs.radar_learned import LAYOUT_PRESET, LAYOUT_PRESETS
+    frame = radar(30, 3)  # the View-of-Delft layout, preset 0
+    payload = RadarAdaptiveCodec().encode(frame)
+    s0 = bytearray(unpack(payload).sections[0])
+    assert s0[2] & LAYOUT_PRESET and s0[3] == 0
+    s0[3] = len(LAYOUT_PRESETS)
+    with pytest.raises(WireFormatError, match="layout preset"):
+        decode(_with_section(payload, bytes(s0)).pack())
+    s0[3], s0[0] = 0, 2
+    with pytest.raises(WireFormatError, match="layout flags"):
+        decode(_with_section(payload, bytes(s0)).pack())
+
+
+@pytest.mark.parametrize("n", [1, 5, 127, 128, 129, 700])
+def test_fast_adaptive_coder_round_trip_and_cost(n):
+    from sensor_codec.codecs.radar_learned import _fast_cost, _read_fast, _write_fast
+    rng = np.random.default_rng(n)
+    values = np.round(rng.laplace(0, 4, n)).astype(np.int64)
+    values[::7] *= 1000  # some with extra bits
+    writer = StreamWriter()
+    _write_fast(writer, values)
+    data = writer.finish()
+    np.testing.assert_array_equal(_read_fast(StreamReader(data), n), values)
+    # the ideal cost the encoder chooses by is what the coder spends, within its
+    # flush (whole 32-bit words)
+    assert _fast_cost(values) / 8 <= len(data) <= _fast_cost(values) / 8 + 9
+
+
+def test_first_detection_option_needs_a_keyed_predictor():
+    import struct
+    from sensor_codec.codecs.radar_learned import OPT_FIRST, PLAN_OPTIONS
+    fine = bytes([0x00, 1])  # grid domain, no predictor, step 0.01
+    forged = bytes([PLAN_OPTIONS, 1, OPT_FIRST])
+    with pytest.raises(WireFormatError, match="splits first detections"):
+        decode(_forged_payload(forged + fine + fine, [[1, 2, 3]] * 3))
+    assert struct.calcsize("<d") == 8
+
+
 def _forged_section(n, point_step=None, extra=b""):
-    """A format-2 header for x, y, z float32 declaring ``n`` detections."""
+    """A header for x, y, z float32 declaring ``n`` detections (fields spelled
+    out: the same bytes in formats 2 and 3)."""
     from sensor_codec.codecs.radar_learned import (FIELD_NAMES, FIELD_TYPES, LAYOUT_OFFSETS,
                                                    _Bytes)
     head = _Bytes()
@@ -530,12 +622,14 @@ def test_dictionary_coder_round_trip_and_gain():
                                   values)
 
 
-def _forged_payload(plans: bytes, streams: list, fields=("x", "y", "z"), types=None):
-    """A format-2 payload of 3 detections with hand-written plans and streams."""
-    from sensor_codec.codecs.radar_learned import FIELD_NAMES, FIELD_TYPES, _Bytes
+def _forged_payload(plans: bytes, streams: list, fields=("x", "y", "z"), types=None,
+                    version=SECTION_FORMAT):
+    """A payload of 3 detections with hand-written plans and streams, in
+    format 3 (models adapting per symbol) or 2 (block-adaptive)."""
+    from sensor_codec.codecs.radar_learned import FIELD_NAMES, FIELD_TYPES, _Bytes, _write_fast
     types = types or ["<f4"] * len(fields)
     head = _Bytes()
-    head.u8(SECTION_FORMAT)
+    head.u8(version)
     head.varint(3)
     head.u8(0)
     head.varint(len(fields))
@@ -543,24 +637,27 @@ def _forged_payload(plans: bytes, streams: list, fields=("x", "y", "z"), types=N
         head.u8((FIELD_NAMES.index(name) + 1) << 3 | FIELD_TYPES.index(dstr))
     writer = StreamWriter()
     for values in streams:
-        write_adaptive(writer, np.array(values, np.int64))
+        (_write_fast if version >= 3 else write_adaptive)(writer, np.array(values, np.int64))
     section = head.getvalue() + plans + writer.finish()
     return Container(Modality.RADAR, "radar_ac", "classical", metadata={},
                      sections=[section]).pack()
 
 
-def test_forged_values_beyond_the_field_type_are_refused():
+@pytest.mark.parametrize("version", [2, 3])
+def test_forged_values_beyond_the_field_type_are_refused(version):
     import struct
+    from functools import partial
+    _forged = partial(_forged_payload, version=version)
     grid_none = bytes([0x00])  # grid domain, no predictor
     huge_step = grid_none + bytes([255]) + struct.pack("<d", 1e300)
     fine = grid_none + bytes([1])  # 0.01 from the step table
     with pytest.raises(WireFormatError, match="beyond the range of float32"):
-        decode(_forged_payload(huge_step + fine + fine, [[1, 2, 3]] * 3))
+        decode(_forged(huge_step + fine + fine, [[1, 2, 3]] * 3))
     # the same plans with sane values decode
-    ok = decode(_forged_payload(fine + fine + fine, [[1, 2, 3]] * 3))
+    ok = decode(_forged(fine + fine + fine, [[1, 2, 3]] * 3))
     np.testing.assert_allclose(ok.points["x"], [0.01, 0.02, 0.03], rtol=1e-6)
     with pytest.raises(WireFormatError, match="beyond the range of uint8"):
-        decode(_forged_payload(fine * 3 + grid_none, [[1, 2, 3]] * 3 + [[300, 1, 2]],
+        decode(_forged(fine * 3 + grid_none, [[1, 2, 3]] * 3 + [[300, 1, 2]],
                                fields=("x", "y", "z", "new_track"),
                                types=["<f4"] * 3 + ["|u1"]))
 

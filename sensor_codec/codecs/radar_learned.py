@@ -65,11 +65,10 @@ import zstandard
 
 from ..errors import CodecError, InvalidFrameError, UnsupportedVersionError, WireFormatError
 from ..frames import Modality, PointCloudFrame
-from ..pointcloud.entropy import (ADAPTIVE_PRIOR, ALPHABET, Categorical, StreamReader,
-                                  StreamWriter, adaptive_blocks, adaptive_cost_bits,
-                                  from_symbols, period_residual, read_adaptive,
-                                  read_extra_bits, to_symbols, undo_period_residual,
-                                  write_adaptive)
+from ..pointcloud.entropy import (ADAPTIVE_BLOCK, ADAPTIVE_PRIOR, ALPHABET, Categorical,
+                                  StreamReader, StreamWriter, adaptive_blocks, from_symbols,
+                                  period_residual, read_adaptive, read_extra_bits, to_symbols,
+                                  undo_period_residual, zigzag)
 from ..wire import Container, meta_get
 from .base import Codec, Param, empty_cloud_from_meta, register_codec
 from .streams import byte_shuffle, byte_unshuffle, zstd_decompress_exact
@@ -85,7 +84,8 @@ MAX_RESIDUAL = 2 ** 46  # the entropy coder's limit (zigzag below 2**48 with roo
 # requested one but not a multiple of it (0.025 m/s against 0.01 m/s).
 NATIVE_GRID_DIVISORS = (2, 4, 5, 10)
 
-SECTION_FORMAT = 2  # 1 was the JSON field plan in the container metadata
+SECTION_FORMAT = 3  # 1 was the JSON field plan in the container metadata
+READABLE_FORMATS = (2, 3)  # 2: block-adaptive models, field list always spelled out
 # Part of the wire format: a name's index + 1 is what the payload stores, in
 # 5 bits (the table is full at 31); a change needs a new SECTION_FORMAT.
 FIELD_NAMES = ("x", "y", "z", "rcs", "v_r", "v_r_compensated", "time", "track_id",
@@ -99,13 +99,30 @@ STEP_TABLE = (0.01, 0.1, 0.005, 0.05, 0.001, 0.0025, 0.025, 0.02, 0.04, 0.5, 0.2
 STEP_INTEGER, STEP_LITERAL = 0, 255
 
 LAYOUT_ORGANISED, LAYOUT_OFFSETS, LAYOUT_ORDER, LAYOUT_INTS_FIRST = 1, 2, 4, 8
+LAYOUT_PRESET = 0x10  # format 3: one byte names a layout of LAYOUT_PRESETS
+# Format 3: packed layouts this package's importers publish, stored as their
+# index (part of the wire format: append only).
+LAYOUT_PRESETS = (
+    (("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rcs", "<f4"), ("v_r", "<f4"),
+     ("v_r_compensated", "<f4"), ("time", "<f4")),                       # View-of-Delft
+    (("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("v_r", "<f4"), ("track_id", "<u4"),
+     ("new_track", "|u1")),                                              # comma2k19 cycle
+    (("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("v_r", "<f4"), ("track_id", "<u4"),
+     ("new_track", "|u1"), ("time", "<f4")),                             # comma2k19 timed
+    (("x", "<f4"), ("y", "<f4"), ("z", "<f4")),
+)
 # A field's plan byte: predictor (bits 0-2), options byte follows (bit 3),
 # constant (bit 4), common factor follows (bit 5), domain (bits 6-7).
 DOMAIN_GRID, DOMAIN_BITS, DOMAIN_RAW = 0, 1, 2
 PRED_NONE, PRED_PERIOD, PRED_REF, PRED_RADIAL, PRED_KEY, PRED_RANGE, PRED_MATCH = range(7)
+PRED_PREVIOUS = 7  # format 3: period 1 with no period stored
 PLAN_OPTIONS, PLAN_CONST, PLAN_GCD = 0x08, 0x10, 0x20
+CONST_ZERO = 0x01      # format 3, with PLAN_CONST: every value 0, no step or value stored
 OPT_CONTEXT = 0x01     # one adaptive model per value of a key field (varint index follows)
 OPT_DICTIONARY = 0x02  # frequent exact residuals coded as one symbol each
+OPT_FIRST = 0x04       # format 3, keyed predictor: first detections of a key get their own model
+OPT_NONNEGATIVE = 0x08  # format 3: every residual >= 0, coded as unzigzag(r) (a bit saved a word)
+STEP_GCD_MAX = 15      # format 3: a table step's code also carries a common factor up to this
 NO_REF = 0  # field references are stored as index + 1
 
 # The range and match predictors decode one detection at a time (each needs
@@ -116,6 +133,10 @@ RANGE_SORTED_FRACTION = 0.6  # detections not closer than the previous one
 MAX_CONTEXTS = 64            # key values the encoder uses as contexts (the decoder takes 4x)
 DICTIONARY_SIZE = 32         # most frequent earlier residuals offered as symbols
 DICTIONARY_ESCAPE_PRIOR = 0.5
+# Format 3 models adapt after every one of the first FAST_SINGLES symbols
+# (the start-up cost dominates small messages), then in blocks as format 2.
+FAST_SINGLES = 128
+FAST_PRIOR = 0.05
 
 _F64 = struct.Struct("<d")
 
@@ -347,29 +368,38 @@ def _radial_cosine(positions: list[np.ndarray]) -> np.ndarray:
     return np.where(norm > 0, positions[0] / np.where(norm > 0, norm, 1.0), 0.0)
 
 
-def _step_code(step: float, out: _Bytes) -> None:
+def _step_code(step: float, out: _Bytes, gcd: int = 1) -> bool:
+    """The grid step's byte (and float64 for a step off the table). Format 3
+    folds a common factor up to STEP_GCD_MAX into a table step's code:
+    ``1 + index + len(STEP_TABLE) * (gcd - 1)``. True when it did."""
     if step == 0:
         out.u8(STEP_INTEGER)
     elif step in STEP_TABLE:
-        out.u8(STEP_TABLE.index(step) + 1)
+        folded = 1 < gcd <= STEP_GCD_MAX
+        out.u8(STEP_TABLE.index(step) + 1 + (len(STEP_TABLE) * (gcd - 1) if folded else 0))
+        return folded
     else:
         out.u8(STEP_LITERAL)
         out.raw(_F64.pack(step))
+    return False
 
 
-def _read_step(p: _Parse) -> float:
+def _read_step(p: _Parse, version: int = SECTION_FORMAT) -> tuple[float, int]:
+    """(grid step, common factor folded into its code: 1 in format 2)."""
     code = p.u8("grid step")
     if code == STEP_INTEGER:
-        return 0.0
+        return 0.0, 1
     if code == STEP_LITERAL:
         step = p.f64("grid step")
         if not (np.isfinite(step) and step > 0):
             raise WireFormatError(f"radar_ac grid step {step!r} is not a positive number")
-        return step
-    if code > len(STEP_TABLE):
+        return step, 1
+    table = len(STEP_TABLE)
+    limit = table * (STEP_GCD_MAX if version >= 3 else 1)
+    if code > limit:
         raise WireFormatError(f"radar_ac grid step code {code} is not in this decoder's table "
-                              f"of {len(STEP_TABLE)}")
-    return STEP_TABLE[code - 1]
+                              f"of {limit}")
+    return STEP_TABLE[(code - 1) % table], (code - 1) // table + 1
 
 
 # --- the codec ------------------------------------------------------------------------
@@ -500,11 +530,18 @@ class RadarAdaptiveCodec(Codec):
         else:
             flags |= LAYOUT_ORDER
             explicit = True
+        layout = tuple((name, dstr) for name, dstr, _, count in fields if count == 1)
+        preset = LAYOUT_PRESETS.index(layout) if packed and layout in LAYOUT_PRESETS else None
+        if preset is not None:
+            flags |= LAYOUT_PRESET
         head.u8(flags)
         if frame.height > 1:
             head.varint(frame.height)
-        head.varint(len(names))
-        for name, dstr, _, count in fields:
+        if preset is not None:
+            head.u8(preset)
+        else:
+            head.varint(len(names))
+        for name, dstr, _, count in fields if preset is None else ():
             # One byte for a scalar field of a known name: name code, type code.
             code = FIELD_NAMES.index(name) + 1 if name in FIELD_NAMES and count == 1 else 0
             head.u8(code << 3 | FIELD_TYPES.index(dstr))
@@ -557,6 +594,10 @@ class RadarAdaptiveCodec(Codec):
         n = f.base.size
         grid_step = f.domain == DOMAIN_GRID and f.is_float
         if (f.base == f.base[0]).all():
+            if f.base[0] == 0:  # nothing else to store: 0 on any grid is 0
+                head.u8(f.domain << 6 | PLAN_CONST | CONST_ZERO)
+                f.base, f.gcd, f.step = f.base * 0, 1, 0.0  # what the decoder rebuilds
+                return
             head.u8(f.domain << 6 | PLAN_CONST)
             if grid_step:
                 _step_code(f.step, head)
@@ -576,27 +617,43 @@ class RadarAdaptiveCodec(Codec):
         candidates = [c for c in candidates if c is not None]
         best = sorted(candidates, key=lambda c: c[0])[:3]
         cost, plan, res = best[0]
-        context, dictionary = None, False
+        context, dictionary, first, nonnegative = None, False, False, False
+        keys = {c.index: c for c in coded}
         for key in [None] + coded:  # one model per key value (per track slot) where that pays
             groups = [np.arange(n)] if key is None else _context_groups(key)
             if groups is None:
                 continue
             for _, c_plan, c_res in best:
-                for use_dict in (False, True):
-                    # an options byte, and a field index for a context, in the header
-                    extra = 8 * (key is not None) + 8 * (key is not None or use_dict)
-                    total = sum(_residual_cost(c_res[g], use_dict) for g in groups) + extra
-                    if total < cost:
-                        cost, plan, res, context, dictionary = total, c_plan, c_res, key, use_dict
+                # a keyed prediction's first detections of each key (no history) apart
+                splits = (False, True) if key is None and c_plan[0] == PRED_KEY else (False,)
+                for split in splits:
+                    c_groups = _first_groups(keys[c_plan[1]]) if split else groups
+                    signs = (False, True) if c_res.size and c_res.min() >= 0 else (False,)
+                    for use_dict in (False, True):
+                        for unsigned in signs:
+                            coded_res = _fold_nonnegative(c_res) if unsigned else c_res
+                            # an options byte, and a field index for a context, in the header
+                            extra = 8 * (key is not None) + 8 * (
+                                key is not None or use_dict or split or unsigned)
+                            total = sum(_residual_cost(coded_res[g], use_dict)
+                                        for g in c_groups) + extra
+                            if total < cost:
+                                cost, plan, res = total, c_plan, c_res
+                                context, dictionary, first = key, use_dict, split
+                                nonnegative = unsigned
         options = (OPT_CONTEXT if context is not None else 0) | (
-            OPT_DICTIONARY if dictionary else 0)
-        head.u8(f.domain << 6 | (PLAN_GCD if f.gcd != 1 else 0) | plan[0]
-                | (PLAN_OPTIONS if options else 0))
-        if grid_step:
-            _step_code(f.step, head)
-        if f.gcd != 1:
+            OPT_DICTIONARY if dictionary else 0) | (OPT_FIRST if first else 0) | (
+            OPT_NONNEGATIVE if nonnegative else 0)
+        pred = PRED_PREVIOUS if plan[0] == PRED_PERIOD and plan[1] == 1 else plan[0]
+        byte_at = len(head.parts)
+        head.u8(0)  # the plan byte, once the step code says whether it holds the factor
+        folded = _step_code(f.step, head, f.gcd) if grid_step else False
+        head.parts[byte_at] = bytes((f.domain << 6 | (PLAN_GCD if f.gcd != 1 and not folded
+                                                      else 0)
+                                     | pred | (PLAN_OPTIONS if options else 0),))
+        if f.gcd != 1 and not folded:
             head.varint(f.gcd)
-        if plan[0] == PRED_PERIOD or plan[0] == PRED_REF:
+        if pred == PRED_PERIOD or pred == PRED_REF:
             head.varint(plan[1])
         elif plan[0] == PRED_RADIAL:
             _, pos_idx, ref_idx, c = plan
@@ -606,8 +663,7 @@ class RadarAdaptiveCodec(Codec):
             head.varint(NO_REF if ref_idx is None else ref_idx + 1)
             head.svarint(c)
         elif plan[0] == PRED_KEY:
-            head.varint(plan[1])
-            head.u8(plan[2])
+            head.varint(plan[1] * 2 + plan[2] - 1)  # key field and order in one varint
         elif plan[0] == PRED_RANGE:
             _, others, sign = plan
             head.u8(len(others) | (0x80 if sign < 0 else 0))
@@ -617,11 +673,16 @@ class RadarAdaptiveCodec(Codec):
             head.u8(options)
         if context is not None:
             head.varint(context.index)
-        for g in [np.arange(n)] if context is None else _context_groups(context):
+        groups = [np.arange(n)] if context is None else _context_groups(context)
+        if first:
+            groups = _first_groups(keys[plan[1]])
+        if nonnegative:
+            res = _fold_nonnegative(res)
+        for g in groups:
             if dictionary:
                 _write_dictionary_adaptive(writer, res[g])
             else:
-                write_adaptive(writer, res[g])
+                _write_fast(writer, res[g])
 
     def _radial_candidates(self, f: _Field, coded: list[_Field]) -> list:
         if f.domain != DOMAIN_GRID or f.step == 0 or f.name.lower() not in VELOCITY_NAMES:
@@ -685,7 +746,8 @@ class RadarAdaptiveCodec(Codec):
             reader = StreamReader(c.sections[0][head.end:])
             for i, plan in zip(head.order, head.plans):
                 if plan is not None:
-                    decoded[i] = self._decode_field(plan, reader, decoded, records, n)
+                    decoded[i] = self._decode_field(plan, reader, decoded, records, n,
+                                                    head.version)
         raw_fields = [i for i, plan in zip(head.order, head.plans) if plan is None]
         if raw_fields and n:
             self._decode_raw(c, raw_fields, head.fields, records, n)
@@ -699,7 +761,7 @@ class RadarAdaptiveCodec(Codec):
 
     @staticmethod
     def _decode_field(plan: dict, reader: StreamReader, decoded: dict, records: np.ndarray,
-                      n: int) -> _Field:
+                      n: int, version: int) -> _Field:
         name, dt, step = plan["name"], plan["dtype"], plan["step"]
 
         def grid_of(j: int) -> _Field:
@@ -721,10 +783,15 @@ class RadarAdaptiveCodec(Codec):
                 if groups is None:
                     raise WireFormatError(f"radar_ac field {name!r} takes its contexts from a "
                                           f"field with more than {MAX_CONTEXTS * 4} values")
-            read = _read_dictionary_adaptive if plan["dictionary"] else read_adaptive
+            if plan["first"]:
+                groups = _first_groups(grid_of(plan["key"]))
+            fast = _read_fast if version >= 3 else read_adaptive
+            read = _read_dictionary_adaptive if plan["dictionary"] else fast
             res = np.empty(n, np.int64)
             for g in groups:
                 res[g] = read(reader, g.size)
+            if plan["nonnegative"]:
+                res = zigzag(res).astype(np.int64)
             pred = plan["pred"]
             if pred == PRED_NONE:
                 base = res
@@ -793,9 +860,10 @@ class RadarAdaptiveCodec(Codec):
 class _Header:
     """What section 0 says before its range-coded words."""
 
-    def __init__(self, records, height, width, fields, order, plans, end) -> None:
+    def __init__(self, records, height, width, fields, order, plans, end, version) -> None:
         self.records, self.height, self.width = records, height, width
         self.fields, self.order, self.plans, self.end = fields, order, plans, end
+        self.version = version
 
 
 def _read_header(c: Container) -> _Header:
@@ -803,22 +871,31 @@ def _read_header(c: Container) -> _Header:
         raise WireFormatError(f"radar_ac payload needs 1 or 2 sections, has {len(c.sections)}")
     p = _Parse(c.sections[0])
     version = p.u8("format byte")
-    if version != SECTION_FORMAT:
+    if version not in READABLE_FORMATS:
         raise UnsupportedVersionError(
             f"radar_ac section format {version} is not supported; this decoder reads "
-            f"format {SECTION_FORMAT} (and the JSON-plan format 1)")
+            f"formats {', '.join(map(str, READABLE_FORMATS))} (and the JSON-plan format 1)")
     n = p.varint("point count")
     flags = p.u8("layout flags")
-    if flags & ~(LAYOUT_ORGANISED | LAYOUT_OFFSETS | LAYOUT_ORDER | LAYOUT_INTS_FIRST):
+    known = LAYOUT_ORGANISED | LAYOUT_OFFSETS | LAYOUT_ORDER | LAYOUT_INTS_FIRST
+    if flags & ~(known | (LAYOUT_PRESET if version >= 3 else 0)):
         raise WireFormatError(f"radar_ac layout flags {flags:#x} hold unknown bits")
+    if flags & LAYOUT_PRESET and flags & LAYOUT_OFFSETS:
+        raise WireFormatError("radar_ac layout preset comes with explicit offsets")
     height = p.varint("height", MAX_INT) if flags & LAYOUT_ORGANISED else 1
     if height == 0 or n % height:
         raise WireFormatError(f"radar_ac height {height} does not divide {n} points")
-    count = p.varint("field count", 4096)
+    fields = []
+    if flags & LAYOUT_PRESET:
+        preset = p.u8("layout preset")
+        if preset >= len(LAYOUT_PRESETS):
+            raise WireFormatError(f"radar_ac layout preset {preset} is not in this decoder's "
+                                  f"table of {len(LAYOUT_PRESETS)}")
+        fields = [[name, dstr, 0, 1] for name, dstr in LAYOUT_PRESETS[preset]]
+    count = len(fields) or p.varint("field count", 4096)
     if count == 0:
         raise WireFormatError("radar_ac layout has no fields")
-    fields = []
-    for _ in range(count):
+    for _ in range(count - len(fields)):
         byte = p.u8("field")
         code, dstr, repeat = byte >> 3, FIELD_TYPES[byte & 7], 1
         if code == 0:
@@ -854,11 +931,11 @@ def _read_header(c: Container) -> _Header:
     plans: list = []
     if n:
         seen: dict = {}
-        plans = [_read_plan(p, i, fields, seen, n) for i in order]
-    return _Header(records, height, width, fields, order, plans, p.pos)
+        plans = [_read_plan(p, i, fields, seen, n, version) for i in order]
+    return _Header(records, height, width, fields, order, plans, p.pos, version)
 
 
-def _read_plan(p: _Parse, i: int, fields: list, seen: dict, n: int):
+def _read_plan(p: _Parse, i: int, fields: list, seen: dict, n: int, version: int):
     name, dstr, _, repeat = fields[i]
     byte = p.u8("field plan")
     domain, pred = byte >> 6, byte & 0x0F
@@ -875,20 +952,33 @@ def _read_plan(p: _Parse, i: int, fields: list, seen: dict, n: int):
     if domain == DOMAIN_BITS and dstr != "<f4":
         raise WireFormatError(f"radar_ac bit-pattern coding of {name!r} needs float32, "
                               f"field is {dstr}")
-    step = _read_step(p) if domain == DOMAIN_GRID and is_float else 0.0
+    if version >= 3 and byte & PLAN_CONST and byte & CONST_ZERO:
+        if byte & (PLAN_GCD | 0x0F) != CONST_ZERO:
+            raise WireFormatError(f"radar_ac constant field {name!r} has plan {byte:#x}")
+        plan = {"index": i, "name": name, "dtype": np.dtype(dstr), "domain": domain,
+                "step": 0.0, "kind": "const", "value": 0}
+        seen[i] = plan
+        return plan
+    step, folded = (_read_step(p, version) if domain == DOMAIN_GRID and is_float
+                    else (0.0, 1))
     plan = {"index": i, "name": name, "dtype": np.dtype(dstr), "domain": domain,
             "step": step}
     seen[i] = plan
     if byte & PLAN_CONST:
-        if byte & (PLAN_GCD | 0x0F):
+        if byte & (PLAN_GCD | 0x0F) or folded != 1:
             raise WireFormatError(f"radar_ac constant field {name!r} has plan {byte:#x}")
         plan.update(kind="const", value=p.svarint("constant"))
         return plan
-    gcd = p.varint("common factor") if byte & PLAN_GCD else 1
-    if gcd == 0:
-        raise WireFormatError(f"radar_ac field {name!r} has common factor 0")
+    gcd = folded * (p.varint("common factor") if byte & PLAN_GCD else 1)
+    if gcd == 0 or gcd > MAX_INT:
+        raise WireFormatError(f"radar_ac field {name!r} has common factor {gcd}")
     has_options = pred & PLAN_OPTIONS
     pred &= ~PLAN_OPTIONS
+    if pred == PRED_PREVIOUS and version >= 3:
+        pred = PRED_PERIOD
+        plan["period"] = 1
+    elif pred == PRED_PERIOD:
+        plan["period"] = p.varint("period", max(n, 1))
     plan.update(kind="stream", gcd=gcd, pred=pred)
 
     def earlier(what: str, j: int) -> int:
@@ -897,10 +987,8 @@ def _read_plan(p: _Parse, i: int, fields: list, seen: dict, n: int):
                                   f"{what}, which is not coded before it")
         return j
 
-    if pred == PRED_NONE:
+    if pred in (PRED_NONE, PRED_PERIOD):
         pass
-    elif pred == PRED_PERIOD:
-        plan["period"] = p.varint("period", max(n, 1))
     elif pred == PRED_REF:
         plan["ref"] = earlier("reference", p.varint("reference field", 4095))
     elif pred == PRED_RADIAL:
@@ -931,15 +1019,27 @@ def _read_plan(p: _Parse, i: int, fields: list, seen: dict, n: int):
             raise WireFormatError(f"radar_ac match predictor of {name!r} takes at most "
                                   f"{MAX_SEQUENTIAL_POINTS} detections, has {n}")
     elif pred == PRED_KEY:
-        plan["key"] = earlier("key", p.varint("key field", 4095))
-        plan["order"] = p.u8("key order")
+        if version >= 3:
+            code = p.varint("key field", 2 * 4095 + 1)
+            plan["key"] = earlier("key", code >> 1)
+            plan["order"] = (code & 1) + 1
+        else:
+            plan["key"] = earlier("key", p.varint("key field", 4095))
+            plan["order"] = p.u8("key order")
         if plan["order"] not in (1, 2):
             raise WireFormatError(f"radar_ac key predictor order {plan['order']} is unknown")
     else:
         raise WireFormatError(f"radar_ac field {name!r} has unknown predictor {pred}")
     options = p.u8("plan options") if has_options else 0
-    if options & ~(OPT_CONTEXT | OPT_DICTIONARY) or (has_options and not options):
+    allowed = OPT_CONTEXT | OPT_DICTIONARY | (OPT_FIRST | OPT_NONNEGATIVE if version >= 3
+                                              else 0)
+    if options & ~allowed or (has_options and not options):
         raise WireFormatError(f"radar_ac field {name!r} has unknown plan options {options:#x}")
+    if options & OPT_FIRST and (pred != PRED_KEY or options & OPT_CONTEXT):
+        raise WireFormatError(f"radar_ac field {name!r} splits first detections without a "
+                              f"keyed predictor, or with contexts (options {options:#x})")
+    plan["first"] = bool(options & OPT_FIRST)
+    plan["nonnegative"] = bool(options & OPT_NONNEGATIVE)
     plan["dictionary"] = bool(options & OPT_DICTIONARY)
     plan["context"] = (earlier("context", p.varint("context field", 4095))
                        if options & OPT_CONTEXT else None)
@@ -1013,10 +1113,84 @@ def _read_dictionary_adaptive(reader: StreamReader, count: int) -> np.ndarray:
 
 
 
+def _fast_blocks(n: int) -> list[tuple[int, int]]:
+    """Format 3: one symbol at a time for the first FAST_SINGLES, then blocks
+    of 16, 32, 64, 64, ... (the model is re-estimated before each)."""
+    out = [(i, i + 1) for i in range(min(n, FAST_SINGLES))]
+    start, size = len(out), 16
+    while start < n:
+        out.append((start, min(n, start + size)))
+        start, size = out[-1][1], min(size * 2, ADAPTIVE_BLOCK)
+    return out
+
+
+_FAMILY = Categorical(perfect=False)  # one probability row per symbol, given at coding time
+
+
+def _write_fast(writer: StreamWriter, values: np.ndarray) -> None:
+    """Format 3's adaptive coder: like ``write_adaptive`` with FAST_SINGLES
+    single-symbol steps first. Those are coded in one call, each with its own
+    row of counts (the decoder rebuilds each row with the same family)."""
+    if values.size == 0:
+        return
+    sym, nextra, extra = to_symbols(values)
+    k = min(sym.size, FAST_SINGLES)
+    onehot = np.zeros((k, ALPHABET))
+    onehot[np.arange(k), sym[:k]] = 1.0
+    rows = FAST_PRIOR + np.cumsum(onehot, axis=0) - onehot
+    writer.enc.encode(sym[:k], _FAMILY, rows)
+    counts = FAST_PRIOR + onehot.sum(axis=0)
+    for a, b in _fast_blocks(sym.size)[k:]:
+        writer.enc.encode(sym[a:b], Categorical(counts, perfect=False))
+        counts += np.bincount(sym[a:b], minlength=ALPHABET)
+    writer.write_extra(nextra, extra)
+
+
+def _read_fast(reader: StreamReader, count: int) -> np.ndarray:
+    if count == 0:
+        return np.zeros(0, np.int64)
+    sym = np.empty(count, np.int32)
+    counts = np.full(ALPHABET, FAST_PRIOR)
+    for a, b in _fast_blocks(count):
+        if b - a == 1 and a < FAST_SINGLES:
+            s = np.asarray(reader.dec.decode(_FAMILY, counts[None, :]), np.int32)
+        else:
+            s = np.asarray(reader.dec.decode(Categorical(counts, perfect=False), b - a),
+                           np.int32)
+        if s.size and int(s.max()) >= ALPHABET:
+            raise WireFormatError("radar_ac decoded symbol outside the alphabet")
+        sym[a:b] = s
+        counts += np.bincount(s, minlength=ALPHABET)
+    return from_symbols(sym, read_extra_bits(reader.dec, sym))
+
+
+def _fast_cost(values: np.ndarray) -> float:
+    """Ideal cost in bits of ``_write_fast`` (for choosing predictors)."""
+    if values.size == 0:
+        return 0.0
+    sym, nextra, _ = to_symbols(values)
+    k = min(sym.size, FAST_SINGLES)
+    head = sym[:k]
+    # earlier occurrences of each symbol among the singles: rank within equal symbols
+    order = np.argsort(head, kind="stable")
+    ranked = head[order]
+    idx = np.arange(k)
+    run_start = np.maximum.accumulate(np.where(np.r_[True, ranked[1:] != ranked[:-1]], idx, 0))
+    before = np.empty(k)
+    before[order] = idx - run_start
+    bits = float(nextra.sum()) - float(np.log2((FAST_PRIOR + before)
+                                               / (FAST_PRIOR * ALPHABET + idx)).sum())
+    counts = FAST_PRIOR + np.bincount(head, minlength=ALPHABET)
+    for a, b in _fast_blocks(sym.size)[k:]:
+        bits -= float(np.log2((counts / counts.sum())[sym[a:b]]).sum())
+        counts += np.bincount(sym[a:b], minlength=ALPHABET)
+    return bits
+
+
 def _residual_cost(values: np.ndarray, dictionary: bool) -> float:
-    """Ideal cost in bits of ``write_adaptive`` or ``_write_dictionary_adaptive``."""
+    """Ideal cost in bits of ``_write_fast`` or ``_write_dictionary_adaptive``."""
     if not dictionary:
-        return adaptive_cost_bits(values)
+        return _fast_cost(values)
     bits = 0.0
     counts = np.full(ALPHABET, ADAPTIVE_PRIOR)
     escapes = DICTIONARY_ESCAPE_PRIOR
@@ -1042,7 +1216,7 @@ def _candidate(res: np.ndarray, plan: tuple) -> tuple | None:
     entropy coder takes (extrapolating from values near 2**45)."""
     if res.size and np.abs(res).max() >= MAX_RESIDUAL:
         return None
-    return adaptive_cost_bits(res), plan, res
+    return _fast_cost(res), plan, res
 
 
 def _context_groups(key: _Field, limit: int = MAX_CONTEXTS) -> list[np.ndarray] | None:
@@ -1055,6 +1229,19 @@ def _context_groups(key: _Field, limit: int = MAX_CONTEXTS) -> list[np.ndarray] 
         return None
     order = np.argsort(inverse, kind="stable")
     return np.split(order, np.cumsum(np.bincount(inverse))[:-1])
+
+
+def _fold_nonnegative(values: np.ndarray) -> np.ndarray:
+    """Non-negative residuals to the signed values whose zigzag they are, so the
+    coder's sign bit is not spent on them (``zigzag`` undoes it)."""
+    return np.where(values % 2 == 0, values // 2, -(values + 1) // 2)
+
+
+def _first_groups(key: _Field) -> list[np.ndarray]:
+    """Indices of the detections whose key value came before, then of those
+    whose key is new (the first of each track: no history to predict from)."""
+    new = _previous_same_key(key.base) < 0
+    return [np.flatnonzero(~new), np.flatnonzero(new)]
 
 
 def _ints_first(type_strings: list[str]) -> list[int]:
