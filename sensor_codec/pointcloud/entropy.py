@@ -331,17 +331,28 @@ def unpack_histogram(data: bytes, pos: int) -> tuple[np.ndarray, int]:
 SPAN_HISTOGRAM_LIMIT = 4096
 
 
-def symbol_counts(values: np.ndarray) -> np.ndarray:
+def symbol_counts(values: np.ndarray, bounds: tuple[int, int] | None = None) -> np.ndarray:
     """``np.bincount(symbols_only(values), minlength=ALPHABET)``; through a
     histogram of the values' span when that is short (residuals), which
-    saves the per-value symbol mapping."""
+    saves the per-value symbol mapping. ``bounds``: (low, high) known to
+    hold every value (saves finding the extremes)."""
     if values.size > 4 * SPAN_HISTOGRAM_LIMIT:
-        lo, hi = int(values.min()), int(values.max())
+        lo, hi = bounds if bounds is not None else (int(values.min()), int(values.max()))
         if hi - lo < SPAN_HISTOGRAM_LIMIT:
             hist = np.bincount(values - lo if lo else values, minlength=hi - lo + 1)
             span_sym = symbols_only(np.arange(lo, hi + 1, dtype=np.int64))
             return np.bincount(span_sym, weights=hist, minlength=ALPHABET).astype(np.int64)
     return np.bincount(symbols_only(values), minlength=ALPHABET)
+
+
+_EXTRA_BITS = np.arange(DIRECT, ALPHABET) - DIRECT + DIRECT_BITS  # per symbol >= DIRECT
+
+
+def _counts_bits(counts: np.ndarray, n: int) -> float:
+    """``estimate_bits`` of n values from their symbol counts."""
+    nz = counts[counts > 0]
+    extra_bits = float((counts[DIRECT:] * _EXTRA_BITS).sum())
+    return float(-(nz * np.log2(nz / n)).sum()) + extra_bits
 
 
 def estimate_bits(values: np.ndarray, sym: np.ndarray | None = None) -> float:
@@ -353,9 +364,7 @@ def estimate_bits(values: np.ndarray, sym: np.ndarray | None = None) -> float:
         counts = symbol_counts(values)
     else:
         counts = np.bincount(sym, minlength=ALPHABET)
-    nz = counts[counts > 0]
-    extra_bits = float((counts[DIRECT:] * (np.arange(DIRECT, ALPHABET) - DIRECT + DIRECT_BITS)).sum())
-    return float(-(nz * np.log2(nz / values.size)).sum()) + extra_bits
+    return _counts_bits(counts, values.size)
 
 
 # --- side information and self-tuning integer sequences ---------------------------
@@ -419,15 +428,28 @@ def undo_period_residual(res: np.ndarray, period: int) -> np.ndarray:
 def choose_period(values: np.ndarray, periods: tuple[int, ...] = (1,)):
     """(period, estimated bits, residual) of the cheapest coding of
     ``write_int_sequence`` (period 0: the raw values)."""
+    return _choose_period(values, periods)[:3]
+
+
+def _choose_period(values: np.ndarray, periods: tuple[int, ...]):
+    """``choose_period``'s result and the residual's symbol counts."""
     values = values.astype(np.int64, copy=False)
-    best_p, best_cost, best_res = 0, estimate_bits(values), values
+    n = values.size
+    if n == 0:
+        return 0, 0.0, values, np.zeros(ALPHABET, np.int64)
+    v_lo, v_hi = int(values.min()), int(values.max())
+    # a residual is a value (the first `period` ones) or a difference of two
+    res_bounds = (min(v_lo, v_lo - v_hi), max(v_hi, v_hi - v_lo))
+    counts = symbol_counts(values, (v_lo, v_hi))
+    best = (0, _counts_bits(counts, n), values, counts)
     for p in periods:
-        if 0 < p < values.size:
+        if 0 < p < n:
             res = period_residual(values, p)
-            cost = estimate_bits(res)
-            if cost < best_cost:
-                best_p, best_cost, best_res = p, cost, res
-    return best_p, best_cost, best_res
+            counts = symbol_counts(res, res_bounds)
+            cost = _counts_bits(counts, n)
+            if cost < best[1]:
+                best = (p, cost, res, counts)
+    return best
 
 
 def write_int_sequence(writer: StreamWriter, side: SideWriter, values: np.ndarray,
@@ -436,11 +458,18 @@ def write_int_sequence(writer: StreamWriter, side: SideWriter, values: np.ndarra
     the difference to the value ``period`` places earlier; frame-adaptive
     histogram in the side information. ``choice``: ``choose_period``'s
     result when the caller has it."""
-    best_p, _, best_res = choice if choice is not None else choose_period(values, periods)
+    if choice is not None:
+        best_p, _, best_res = choice
+        counts = None
+    else:
+        best_p, _, best_res, counts = _choose_period(values, periods)
     side.u16(best_p)
     if values.size == 0:
         return
-    table = histogram_table(best_res)
+    if counts is None:
+        table = histogram_table(best_res)
+    else:
+        table = quantise_histogram(counts.astype(np.float64))[None, :]
     side.histogram(table[0])
     writer.write(best_res, None, table)
 
