@@ -222,14 +222,24 @@ def _near_in_mask_order(near: np.ndarray, u, idx, ring) -> np.ndarray:
     return near[_mask_order(u, idx, ring)]
 
 
+def _plus_origin(recon: np.ndarray, origin: np.ndarray) -> np.ndarray:
+    """A plan's reconstruction plus the origin, as the decoder adds them, in
+    place (every plan builds its own array, used for this check only)."""
+    if origin.any():
+        recon += origin
+    return recon
+
+
 def _outside_bound(recon: np.ndarray, xyz: np.ndarray, dtypes, bound: np.ndarray) -> np.ndarray:
     """Points whose reconstruction, rounded to the output float types, is
     farther than ``bound`` from the original."""
     sq = np.zeros(xyz.shape[0])
     for k in range(3):
-        d = recon[:, k].astype(dtypes[k]).astype(np.float64) - xyz[:, k]
-        sq += d * d
-    return np.sqrt(sq) > bound
+        d = recon[:, k].astype(dtypes[k]).astype(np.float64)
+        d -= xyz[:, k]
+        d *= d
+        sq += d
+    return np.sqrt(sq, out=sq) > bound
 
 
 @register_codec
@@ -376,8 +386,9 @@ class RangeCodeLidar(Codec):
         # geometry is coded around the sensor's origin (integer millimetres
         # in the metadata; absent = (0, 0, 0), the layout before this option)
         if origin is None:
-            origin = (estimate_origin(xyz[regular]) if self.settings["origin"] == "auto"
-                      else np.zeros(3))
+            origin = np.zeros(3)
+            if self.settings["origin"] == "auto":
+                origin = estimate_origin(xyz if regular.all() else xyz[regular])
         origin_mm = np.round(np.asarray(origin) * 1000).astype(np.int64)
         if np.abs(origin_mm).max() < ORIGIN_MIN_MM:
             origin_mm[:] = 0
@@ -433,7 +444,7 @@ class RangeCodeLidar(Codec):
             seq_plan = self._plan_spherical(xr, q, q0)
         meta["geometry_mode"] = mode
         plan = beams_plan if mode == "beams" else seq_plan
-        bad = _outside_bound(plan["recon"] + origin, xo, dtypes, point_bound)
+        bad = _outside_bound(_plus_origin(plan["recon"], origin), xo, dtypes, point_bound)
         while bad.any():  # float corner cases: keep those points exact instead
             regular[idx[bad]] = False
             keep = ~bad
@@ -444,7 +455,7 @@ class RangeCodeLidar(Codec):
             plan = (self._plan_beams(xr, q, q0, u, idx, ring) if mode == "beams"
                     else self._plan_sequence(xr, q) if mode == "sequence"
                     else self._plan_spherical(xr, q, q0))
-            bad = _outside_bound(plan["recon"] + origin, xo, dtypes, point_bound)
+            bad = _outside_bound(_plus_origin(plan["recon"], origin), xo, dtypes, point_bound)
         vruns = _runs(~regular)
         meta["verbatim_runs"] = int(vruns.size)
         write_int_sequence(writer, side, vruns)
@@ -519,11 +530,15 @@ class RangeCodeLidar(Codec):
         streams = predict.geometry_streams(Ro, Ao, Elo, Co, q_coded, q0, beams_coded)
         symbols = predict.stream_symbols(streams[0])
         near_plan = self._plan_sequence(xyz[near], q[near], NEAR_MAX_LAG)
+        # the decoder's p1 + C q, for the bound check: most points need no
+        # correction, and p1 + 0 q is p1 (up to the sign of a zero)
+        corrected = np.flatnonzero(C[:, 0] | C[:, 1] | C[:, 2])
+        p1[corrected] += C[corrected] * qf[corrected, None]
         if far.size == near.size:
-            recon = predict.reconstruct(R, A, El, C, qf, q0, p1, az_ref)
+            recon = p1
         else:
             recon = np.empty_like(xyz)
-            recon[far] = predict.reconstruct(R, A, El, C, qf, q0, p1, az_ref)
+            recon[far] = p1
             recon[near] = near_plan["recon"]
         plan = {"RAEC_coded": (Ro, Ao, Elo, Co), "q_coded": q_coded, "beams_coded": beams_coded,
                 "beams": beams, "label_choice": label_choice, "order": order, "streams": streams,
@@ -583,7 +598,8 @@ class RangeCodeLidar(Codec):
             if np.issubdtype(dt, np.integer):
                 v = values.astype(np.int64)
                 if dt.itemsize < 8 or (np.abs(values.astype(np.float64)) < MAX_INT_FIELD).all():
-                    if (np.abs(v) < MAX_INT_FIELD).all():
+                    # up to 32-bit integers lie within the limit (2**45)
+                    if dt.itemsize <= 4 or (np.abs(v) < MAX_INT_FIELD).all():
                         write_int_sequence(writer, side, v, INT_PERIODS)
                         return [name, "int", 0.0, 1]
             elif np.issubdtype(dt, np.floating):
