@@ -3,6 +3,7 @@ synthetic frames that look like sensor data rather than noise."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,20 @@ from sensor_codec.frames import CameraFrame, Modality, PointCloudFrame
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# ROS tests run on a block of ROS_DOMAIN_BLOCK consecutive domain ids inside
+# 1..101 (higher ids put a domain's ports in Linux's ephemeral range), picked
+# by the pytest process id so that two runs on one machine (CI beside a
+# developer) rarely meet. Offsets: see ros_domain_id's callers.
+ROS_DOMAIN_BLOCK = 5
+MAX_SAFE_DOMAIN_ID = 101
+
+
+def ros_domain_id(offset: int) -> int:
+    """This test run's domain id number ``offset`` (0 .. ROS_DOMAIN_BLOCK - 1)."""
+    if not 0 <= offset < ROS_DOMAIN_BLOCK:
+        raise ValueError(f"domain offset {offset} outside 0..{ROS_DOMAIN_BLOCK - 1}")
+    blocks = MAX_SAFE_DOMAIN_ID // ROS_DOMAIN_BLOCK
+    return 1 + (os.getpid() % blocks) * ROS_DOMAIN_BLOCK + offset
 
 
 @pytest.fixture(scope="session")

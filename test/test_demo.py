@@ -1,7 +1,6 @@
 """The main job end to end: synthetic drive -> bag player -> encoder -> decoder -> probe."""
 
 import json
-import os
 
 import pytest
 
@@ -9,13 +8,14 @@ pytest.importorskip("rclpy", reason="the demo runs real ROS 2 nodes")
 
 from sensor_codec.cli import main  # noqa: E402
 from sensor_codec.demo import format_table  # noqa: E402
+from conftest import ros_domain_id  # noqa: E402
 
 
 @pytest.mark.timeout(240)
 def test_demo_runs_the_node_pipeline_and_reports_every_topic(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ROS_LOG_DIR", str(tmp_path / "roslog"))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    domain = 150 + os.getpid() % 50
+    domain = ros_domain_id(4)
     code = main(["demo", "--out", str(tmp_path), "--duration", "1", "--camera-size", "480x320",
                  "--domain-id", str(domain), "--no-bench",
                  # half speed: on a loaded 2-core CI machine the encoder may otherwise

@@ -48,6 +48,7 @@ from sensor_msgs.msg import CompressedImage, Image, PointCloud2  # noqa: E402
 from sensor_codec import graph, graph_cli  # noqa: E402
 from sensor_codec.bag.io import write_frames  # noqa: E402
 from sensor_codec.errors import ConfigError  # noqa: E402
+from conftest import ros_domain_id  # noqa: E402
 from sensor_codec.frames import CameraFrame, Modality, PointCloudFrame  # noqa: E402
 from sensor_codec.messages import (frame_to_image, frame_to_pointcloud2,  # noqa: E402
                                    header_stamp_ns, image_to_frame, pointcloud2_to_frame,
@@ -55,7 +56,7 @@ from sensor_codec.messages import (frame_to_image, frame_to_pointcloud2,  # noqa
 
 pytestmark = pytest.mark.timeout(120)
 
-DOMAIN_ID = 47  # helper H2's range is 40-59
+DOMAIN_ID = ros_domain_id(0)  # and DOMAIN_ID + 1 (ros_domain_id(1)) for in-process nodes
 CAMERA, LIDAR, RADAR = "sensors/cam", "sensors/lidar", "sensors/radar"
 FRAMES = 4
 MAX_ERROR = 0.01
@@ -642,7 +643,7 @@ def test_sigint_stops_every_process_cleanly(pipeline):
 # measured in the frames' stamps (10 Hz), so publishing in a burst does not
 # change it and the check does not depend on how busy the machine is.
 
-SEM_DOMAIN_ID = 140  # helper H3's range is 130-149
+SEM_DOMAIN_ID = ros_domain_id(2)
 SEM_CAMERA, SEM_LIDAR = "drive/cam", "drive/lidar"
 DRIVE = {"seed": 7, "duration_s": 4.0, "camera_size": (320, 240), "lidar_beams": 32,
          "lidar_columns": 512, "sensors": ("camera", "lidar")}
@@ -1066,7 +1067,7 @@ def _destroy(node) -> None:
 
 # --- sensor-codec launch with the real nodes ---------------------------------------------
 
-LAUNCH_DOMAIN_ID = 49  # away from the pipeline fixture's nodes
+LAUNCH_DOMAIN_ID = ros_domain_id(3)  # away from the pipeline fixture's nodes
 
 
 def _launch(tmp_path: Path, encoder_params: str) -> tuple[subprocess.Popen, queue.Queue]:
