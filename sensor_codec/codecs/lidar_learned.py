@@ -724,11 +724,12 @@ class RangeCodeLidar(Codec):
             order = coded_order(beams)
             R, A, El, C = predict.decode_geometry(reader, side, qf[order], q0, beams[order],
                                                   self.model, scale_index(bound))
-            recon = np.empty((idx.size, 3))
-            recon[far[order]] = predict.reconstruct(R, A, El, C, qf[order], q0, None, az_ref)
+            # the two parts go straight to their points (no interleaved copy)
+            parts = [(far[order], predict.reconstruct(R, A, El, C, qf[order], q0, None, az_ref))]
             qn = q[near]
             step = float(qn.min()) if qn.size else 1.0
-            recon[near] = sequence.decode_sequence(reader, side, qn.size, sequence.MAX_LAG) * step
+            parts.append((np.flatnonzero(near), sequence.decode_sequence(
+                reader, side, qn.size, sequence.MAX_LAG) * step))
         else:
             raise WireFormatError(f"unknown geometry mode {mode!r} (this decoder knows "
                                   "'beams', 'sequence' and 'spherical')")
@@ -737,11 +738,14 @@ class RangeCodeLidar(Codec):
                 and all(isinstance(v, int) and abs(v) < 2 ** 40 for v in origin_mm)):
             raise WireFormatError(f"bad origin_mm {origin_mm!r}: three integers expected")
         origin = np.asarray(origin_mm, np.int64) * 1e-3
+        if mode != "beams":
+            parts = [(slice(None), recon)]
+        # every point on the grid (the common case): no index through idx
+        parts = [(where if idx.size == m else idx[where], rec) for where, rec in parts]
         for k, axis in enumerate(("x", "y", "z")):
-            if idx.size == m:  # every point on the grid (the common case): no index
-                u[axis] = recon[:, k] + origin[k]
-            else:
-                u[axis][idx] = recon[:, k] + origin[k]
+            column = u[axis]
+            for where, rec in parts:
+                column[where] = rec[:, k] + origin[k]
 
         if m == n:  # no copies: the unique records are the cloud
             records = u
