@@ -515,14 +515,43 @@ def test_fast_adaptive_coder_round_trip_and_cost(n):
     assert _fast_cost(values) / 8 <= len(data) <= _fast_cost(values) / 8 + 9
 
 
-def test_first_detection_option_needs_a_keyed_predictor():
-    import struct
-    from sensor_codec.codecs.radar_learned import OPT_FIRST, PLAN_OPTIONS
+@pytest.mark.parametrize("seed", range(4))
+def test_cycle_coder_inverts_and_refuses_bad_symbols(seed):
+    from sensor_codec.codecs.radar_learned import _cycle_symbols, _undo_cycle_symbols
+    rng = np.random.default_rng(seed)
+    slots = 528 + rng.permutation(12)[:9]
+    values = np.concatenate([rng.permutation(slots)[:rng.integers(6, 10)] for _ in range(30)])
+    values[rng.integers(0, values.size, 3)] = rng.integers(0, 2 ** 31, 3)  # strays
+    symbols, escapes = _cycle_symbols(values)
+    np.testing.assert_array_equal(_undo_cycle_symbols(symbols, escapes), values)
+    # every value not seen before is an escape; the others are symbols 1.. (zigzag-folded)
+    assert escapes.size == int((symbols == 0).sum()) == np.unique(values).size
+    with pytest.raises(WireFormatError, match="names one of"):
+        _undo_cycle_symbols(np.r_[symbols[:20], -100], escapes)
+
+
+def test_track_slots_in_recurring_cycles_use_the_cycle_coder():
+    # three slots lead every cycle, the other six follow in any order: each
+    # cycle's last slot is the one not yet seen, which the cycle coder knows
+    rng = np.random.default_rng(2)
+    tail = np.arange(533, 539)
+    ids = np.concatenate([np.r_[528, 529, 531, rng.permutation(tail)]
+                          for _ in range(30)]).astype(np.uint32)
+    x = rng.uniform(10, 90, ids.size).astype(np.float32)
+    frame = PointCloudFrame.from_arrays(Modality.RADAR, x=x, y=x, z=x, track_id=ids)
+    payload = RadarAdaptiveCodec().encode(frame)
+    plan = plans_by_name(payload)["track_id"]
+    assert plan["pred"] == PRED_MATCH and plan["cycle"]
+    check(frame, decode(payload))
+
+
+def test_first_detections_and_contexts_are_exclusive():
+    from sensor_codec.codecs.radar_learned import OPT_CONTEXT, PLAN_OPTIONS
     fine = bytes([0x00, 1])  # grid domain, no predictor, step 0.01
-    forged = bytes([PLAN_OPTIONS, 1, OPT_FIRST])
-    with pytest.raises(WireFormatError, match="splits first detections"):
-        decode(_forged_payload(forged + fine + fine, [[1, 2, 3]] * 3))
-    assert struct.calcsize("<d") == 8
+    # y keyed by x (field 0), order 1, first detections apart, and contexts by x
+    forged = bytes([PRED_KEY | PLAN_OPTIONS, 1, 0 * 4 + 0 * 2 + 1, OPT_CONTEXT, 0])
+    with pytest.raises(WireFormatError, match="one grouping only"):
+        decode(_forged_payload(fine + forged + fine, [[1, 2, 3]] * 3))
 
 
 def _forged_section(n, point_step=None, extra=b""):

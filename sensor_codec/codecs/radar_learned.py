@@ -120,8 +120,9 @@ PLAN_OPTIONS, PLAN_CONST, PLAN_GCD = 0x08, 0x10, 0x20
 CONST_ZERO = 0x01      # format 3, with PLAN_CONST: every value 0, no step or value stored
 OPT_CONTEXT = 0x01     # one adaptive model per value of a key field (varint index follows)
 OPT_DICTIONARY = 0x02  # frequent exact residuals coded as one symbol each
-OPT_FIRST = 0x04       # format 3, keyed predictor: first detections of a key get their own model
-OPT_NONNEGATIVE = 0x08  # format 3: every residual >= 0, coded as unzigzag(r) (a bit saved a word)
+OPT_NONNEGATIVE = 0x04  # format 3: every residual >= 0, coded as unzigzag(r) (a bit saved a word)
+OPT_CYCLE = 0x08        # format 3, with the match predictor: track slots coded by their cycle
+MAX_CYCLE_VALUES = 256  # distinct values the cycle coder keeps (encoder offers it up to 64)
 STEP_GCD_MAX = 15      # format 3: a table step's code also carries a common factor up to this
 NO_REF = 0  # field references are stored as index + 1
 
@@ -136,7 +137,11 @@ DICTIONARY_ESCAPE_PRIOR = 0.5
 # Format 3 models adapt after every one of the first FAST_SINGLES symbols
 # (the start-up cost dominates small messages), then in blocks as format 2.
 FAST_SINGLES = 128
-FAST_PRIOR = 0.05
+# Initial counts: a floor for every symbol plus PRIOR_MASS spread over the
+# small symbols (residuals are mostly small), so fewer bits go to learning that.
+PRIOR_FLOOR, PRIOR_MASS, PRIOR_DECAY = 0.02, 3.0, 5.0
+_DECAY = np.exp(-np.arange(ALPHABET) / PRIOR_DECAY)
+FAST_PRIOR = PRIOR_FLOOR + PRIOR_MASS * _DECAY / _DECAY.sum()
 
 _F64 = struct.Struct("<d")
 
@@ -632,18 +637,27 @@ class RadarAdaptiveCodec(Codec):
                     for use_dict in (False, True):
                         for unsigned in signs:
                             coded_res = _fold_nonnegative(c_res) if unsigned else c_res
-                            # an options byte, and a field index for a context, in the header
+                                # an options byte, and a field index for a context, in the header
                             extra = 8 * (key is not None) + 8 * (
-                                key is not None or use_dict or split or unsigned)
+                                key is not None or use_dict or unsigned)
                             total = sum(_residual_cost(coded_res[g], use_dict)
                                         for g in c_groups) + extra
                             if total < cost:
                                 cost, plan, res = total, c_plan, c_res
                                 context, dictionary, first = key, use_dict, split
                                 nonnegative = unsigned
+        cycle = None
+        if (not f.is_float and 2 < n <= MAX_SEQUENTIAL_POINTS
+                and np.unique(f.base).size <= MAX_CONTEXTS):
+            symbols, escapes = _cycle_symbols(f.base)
+            cycle_cost = _fast_cost(symbols) + _fast_cost(escapes) + 8
+            if cycle_cost < cost:
+                cycle = (symbols, escapes)
+                plan, context, dictionary, first, nonnegative = (PRED_MATCH,), None, False, \
+                    False, False
         options = (OPT_CONTEXT if context is not None else 0) | (
-            OPT_DICTIONARY if dictionary else 0) | (OPT_FIRST if first else 0) | (
-            OPT_NONNEGATIVE if nonnegative else 0)
+            OPT_DICTIONARY if dictionary else 0) | (OPT_NONNEGATIVE if nonnegative else 0) | (
+            OPT_CYCLE if cycle is not None else 0)
         pred = PRED_PREVIOUS if plan[0] == PRED_PERIOD and plan[1] == 1 else plan[0]
         byte_at = len(head.parts)
         head.u8(0)  # the plan byte, once the step code says whether it holds the factor
@@ -663,7 +677,8 @@ class RadarAdaptiveCodec(Codec):
             head.varint(NO_REF if ref_idx is None else ref_idx + 1)
             head.svarint(c)
         elif plan[0] == PRED_KEY:
-            head.varint(plan[1] * 2 + plan[2] - 1)  # key field and order in one varint
+            # key field, order and whether first detections of a key have their own model
+            head.varint(plan[1] * 4 + (plan[2] - 1) * 2 + first)
         elif plan[0] == PRED_RANGE:
             _, others, sign = plan
             head.u8(len(others) | (0x80 if sign < 0 else 0))
@@ -673,6 +688,10 @@ class RadarAdaptiveCodec(Codec):
             head.u8(options)
         if context is not None:
             head.varint(context.index)
+        if cycle is not None:
+            _write_fast(writer, cycle[0])
+            _write_fast(writer, cycle[1])
+            return
         groups = [np.arange(n)] if context is None else _context_groups(context)
         if first:
             groups = _first_groups(keys[plan[1]])
@@ -785,9 +804,15 @@ class RadarAdaptiveCodec(Codec):
                                           f"field with more than {MAX_CONTEXTS * 4} values")
             if plan["first"]:
                 groups = _first_groups(grid_of(plan["key"]))
+            if plan["cycle"]:
+                groups = []
+                symbols = _read_fast(reader, n)
+                escapes = _read_fast(reader, int((symbols == 0).sum()))
+                res = _undo_cycle_symbols(symbols, escapes)
             fast = _read_fast if version >= 3 else read_adaptive
             read = _read_dictionary_adaptive if plan["dictionary"] else fast
-            res = np.empty(n, np.int64)
+            if groups:
+                res = np.empty(n, np.int64)
             for g in groups:
                 res[g] = read(reader, g.size)
             if plan["nonnegative"]:
@@ -811,7 +836,7 @@ class RadarAdaptiveCodec(Codec):
             elif pred == PRED_KEY:
                 base = _undo_key_prediction(res, grid_of(plan["key"]).base, plan["order"])
             elif pred == PRED_MATCH:
-                base = _match_prediction(res, residuals=True)
+                base = res if plan["cycle"] else _match_prediction(res, residuals=True)
             else:
                 others = [grid_of(j) for j in plan["others"]]
                 if any(q.domain != DOMAIN_GRID for q in others):
@@ -1020,9 +1045,10 @@ def _read_plan(p: _Parse, i: int, fields: list, seen: dict, n: int, version: int
                                   f"{MAX_SEQUENTIAL_POINTS} detections, has {n}")
     elif pred == PRED_KEY:
         if version >= 3:
-            code = p.varint("key field", 2 * 4095 + 1)
-            plan["key"] = earlier("key", code >> 1)
-            plan["order"] = (code & 1) + 1
+            code = p.varint("key field", 4 * 4095 + 3)
+            plan["key"] = earlier("key", code >> 2)
+            plan["order"] = (code >> 1 & 1) + 1
+            plan["first"] = bool(code & 1)
         else:
             plan["key"] = earlier("key", p.varint("key field", 4095))
             plan["order"] = p.u8("key order")
@@ -1031,14 +1057,18 @@ def _read_plan(p: _Parse, i: int, fields: list, seen: dict, n: int, version: int
     else:
         raise WireFormatError(f"radar_ac field {name!r} has unknown predictor {pred}")
     options = p.u8("plan options") if has_options else 0
-    allowed = OPT_CONTEXT | OPT_DICTIONARY | (OPT_FIRST | OPT_NONNEGATIVE if version >= 3
+    allowed = OPT_CONTEXT | OPT_DICTIONARY | (OPT_NONNEGATIVE | OPT_CYCLE if version >= 3
                                               else 0)
     if options & ~allowed or (has_options and not options):
         raise WireFormatError(f"radar_ac field {name!r} has unknown plan options {options:#x}")
-    if options & OPT_FIRST and (pred != PRED_KEY or options & OPT_CONTEXT):
-        raise WireFormatError(f"radar_ac field {name!r} splits first detections without a "
-                              f"keyed predictor, or with contexts (options {options:#x})")
-    plan["first"] = bool(options & OPT_FIRST)
+    plan.setdefault("first", False)
+    plan["cycle"] = bool(options & OPT_CYCLE)
+    if plan["cycle"] and (pred != PRED_MATCH or options != OPT_CYCLE):
+        raise WireFormatError(f"radar_ac field {name!r} has the cycle coder without the match "
+                              f"predictor or with other options ({options:#x})")
+    if plan["first"] and options & OPT_CONTEXT:
+        raise WireFormatError(f"radar_ac field {name!r} splits first detections and has "
+                              f"contexts (options {options:#x}): one grouping only")
     plan["nonnegative"] = bool(options & OPT_NONNEGATIVE)
     plan["dictionary"] = bool(options & OPT_DICTIONARY)
     plan["context"] = (earlier("context", p.varint("context field", 4095))
@@ -1150,7 +1180,7 @@ def _read_fast(reader: StreamReader, count: int) -> np.ndarray:
     if count == 0:
         return np.zeros(0, np.int64)
     sym = np.empty(count, np.int32)
-    counts = np.full(ALPHABET, FAST_PRIOR)
+    counts = FAST_PRIOR.copy()
     for a, b in _fast_blocks(count):
         if b - a == 1 and a < FAST_SINGLES:
             s = np.asarray(reader.dec.decode(_FAMILY, counts[None, :]), np.int32)
@@ -1178,8 +1208,8 @@ def _fast_cost(values: np.ndarray) -> float:
     run_start = np.maximum.accumulate(np.where(np.r_[True, ranked[1:] != ranked[:-1]], idx, 0))
     before = np.empty(k)
     before[order] = idx - run_start
-    bits = float(nextra.sum()) - float(np.log2((FAST_PRIOR + before)
-                                               / (FAST_PRIOR * ALPHABET + idx)).sum())
+    bits = float(nextra.sum()) - float(np.log2((FAST_PRIOR[head] + before)
+                                               / (FAST_PRIOR.sum() + idx)).sum())
     counts = FAST_PRIOR + np.bincount(head, minlength=ALPHABET)
     for a, b in _fast_blocks(sym.size)[k:]:
         bits -= float(np.log2((counts / counts.sum())[sym[a:b]]).sum())
@@ -1229,6 +1259,75 @@ def _context_groups(key: _Field, limit: int = MAX_CONTEXTS) -> list[np.ndarray] 
         return None
     order = np.argsort(inverse, kind="stable")
     return np.split(order, np.cumsum(np.bincount(inverse))[:-1])
+
+
+def _cycle_candidates(ref: list, known: list, cur: list) -> list:
+    """The values that may come next, likeliest first: those not yet in the
+    current cycle, in the previous cycle's order from after the last value;
+    then other known values (by recency); then the current cycle's (a new
+    cycle starts), in the previous cycle's order."""
+    pos = ref.index(cur[-1]) + 1 if cur and cur[-1] in ref else 0
+    in_cycle = set(cur)
+    unseen = [x for x in ref[pos:] + ref[:pos] if x not in in_cycle]
+    taken = set(unseen)
+    others = [x for x in reversed(known) if x not in taken and x not in in_cycle]
+    repeats = [x for x in ref if x in in_cycle]
+    repeats += [x for x in reversed(known) if x in in_cycle and x not in set(repeats)]
+    return unseen + others + repeats
+
+
+def _cycle_step(v: int, known: list, cycle: list) -> None:
+    """Update after value ``v``: ``cycle`` is [previous cycle, current cycle]."""
+    if v in cycle[1]:  # a value repeats: a new cycle starts
+        cycle[0], cycle[1] = cycle[1], []
+    cycle[1].append(v)
+    if v in known:
+        known.remove(v)
+    known.append(v)
+
+
+def _cycle_symbols(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Track slots reported once per radar cycle in a varying order: each
+    value as 1 + its index among ``_cycle_candidates``, or 0 and an escape
+    (the difference to the previous value) for a value not seen before.
+    Symbols come back zigzag-folded (they are never negative)."""
+    known: list = []
+    cycle: list = [[], []]
+    symbols, escapes = [], []
+    for v in values.tolist():
+        cands = _cycle_candidates(cycle[0] or known, known, cycle[1])
+        if v in cands:
+            symbols.append(cands.index(v) + 1)
+        else:
+            symbols.append(0)
+            escapes.append(v - (known[-1] if known else 0))
+        _cycle_step(v, known, cycle)
+    return (_fold_nonnegative(np.array(symbols, np.int64)), np.array(escapes, np.int64))
+
+
+def _undo_cycle_symbols(symbols: np.ndarray, escapes: np.ndarray) -> np.ndarray:
+    if symbols.size > MAX_SEQUENTIAL_POINTS:
+        raise WireFormatError(f"radar_ac cycle coder takes at most {MAX_SEQUENTIAL_POINTS} "
+                              f"detections, has {symbols.size}")
+    known: list = []
+    cycle: list = [[], []]
+    out = []
+    esc = iter(escapes.tolist())
+    for s in zigzag(symbols).tolist():
+        if s == 0:
+            v = next(esc) + (known[-1] if known else 0)
+            if abs(v) >= MAX_INT or len(known) >= MAX_CYCLE_VALUES:
+                raise WireFormatError("radar_ac cycle coder decodes a value beyond 2**45 or "
+                                      f"more than {MAX_CYCLE_VALUES} distinct values")
+        else:
+            cands = _cycle_candidates(cycle[0] or known, known, cycle[1])
+            if s > len(cands):
+                raise WireFormatError(f"radar_ac cycle symbol {s} names one of "
+                                      f"{len(cands)} candidates")
+            v = cands[s - 1]
+        _cycle_step(v, known, cycle)
+        out.append(v)
+    return np.array(out, np.int64)
 
 
 def _fold_nonnegative(values: np.ndarray) -> np.ndarray:
