@@ -109,20 +109,17 @@ def categorical(probs: np.ndarray) -> Categorical:
 
 
 def context_runs(contexts: np.ndarray):
-    """Symbols grouped by context (stable): the order, the sorted contexts and
-    the start/end of each context's run, so each run is coded with one model."""
-    # small non-negative ints sort by radix (linear time) as int16
-    key = contexts.astype(np.int16) if contexts.size and 0 <= contexts.min() and \
-        contexts.max() < 2 ** 15 else contexts
-    order = np.argsort(key, kind="stable")
-    sorted_ctx = contexts[order]
-    cuts = np.flatnonzero(sorted_ctx[1:] != sorted_ctx[:-1]) + 1
-    starts = np.zeros(cuts.size + 1, np.int64)
-    starts[1:] = cuts
-    ends = np.empty(cuts.size + 1, np.int64)
-    ends[:-1] = cuts
-    ends[-1] = len(order)
-    return order, sorted_ctx, starts, ends
+    """Symbols grouped by context (stable): the order, the context of each
+    group and the group lengths, so each group is coded with one model."""
+    if not (contexts.size and 0 <= contexts.min() and contexts.max() < 2 ** 15):
+        order = np.argsort(contexts, kind="stable")
+        ids, lengths = np.unique(contexts[order], return_counts=True)
+        return order, ids, lengths
+    # small non-negative ints: counted, and sorted by radix (linear time) as int16
+    counts = np.bincount(contexts)
+    order = np.argsort(contexts.astype(np.int16), kind="stable")
+    ids = np.flatnonzero(counts)
+    return order, ids, counts[ids]
 
 
 class StreamWriter:
@@ -143,11 +140,11 @@ class StreamWriter:
             self.enc.encode(sym, categorical(table[0]))
             order = None
         else:
-            order, sorted_ctx, starts, ends = context_runs(contexts)
+            order, ids, lengths = context_runs(contexts)
             s_sorted = sym[order]
-            rows = sorted_ctx[starts].tolist()
+            ends = np.cumsum(lengths).tolist()
             # plain ints in the loop: numpy scalars cost microseconds each
-            for a, b, row in zip(starts.tolist(), ends.tolist(), rows):
+            for a, b, row in zip([0] + ends[:-1], ends, ids.tolist()):
                 self.enc.encode(s_sorted[a:b], categorical(table[row]))
         self.write_extra(nextra, extra)
 
@@ -205,6 +202,10 @@ def _read_extra(dec, ne: np.ndarray) -> np.ndarray:
     return acc
 
 
+# value of each symbol below DIRECT (its zigzag inverse); the rest are replaced
+_SYMBOL_VALUES = unzigzag(np.arange(ALPHABET, dtype=np.uint64))
+
+
 class _CheckedDecoder:
     """constriction reports data that cannot come from the model with an
     AssertionError; a damaged payload must surface as a WireFormatError."""
@@ -225,7 +226,8 @@ class StreamReader:
     def __init__(self, data: bytes) -> None:
         if len(data) % 4:
             raise WireFormatError(f"range-coded section has {len(data)} bytes, not a multiple of 4")
-        self.dec = _CheckedDecoder(RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32)))
+        self._raw = RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+        self.dec = _CheckedDecoder(self._raw)
 
     def read(self, count: int, contexts: np.ndarray | None, table: np.ndarray | None,
              rows_for=None, with_symbols: bool = False):
@@ -239,23 +241,23 @@ class StreamReader:
         if contexts is None or (table is not None and table.shape[0] == 1):
             sym = np.asarray(self.dec.decode(categorical(table[0]), count), dtype=np.int32)
         else:
-            order, sorted_ctx, starts, ends = context_runs(contexts)
-            ids = sorted_ctx[starts]
+            order, ids, lengths = context_runs(contexts)
             rows = table[ids] if rows_for is None else rows_for(ids)
-            decode = self.dec.decode
-            parts = [decode(Categorical(row, perfect=False), b - a)
-                     for a, b, row in zip(starts.tolist(), ends.tolist(), rows)]
-            s_sorted = np.concatenate(parts).astype(np.int32, copy=False)
+            decode = self._raw.decode  # one error check for the whole loop
+            try:
+                parts = [decode(Categorical(row, perfect=False), k)
+                         for k, row in zip(lengths.tolist(), rows)]
+            except (AssertionError, ValueError) as exc:
+                raise WireFormatError(f"range-coded section is corrupt: {exc}") from None
             sym = np.empty(count, np.int32)
-            sym[order] = s_sorted
+            sym[order] = np.concatenate(parts)
         top = int(sym.max())
         if top >= ALPHABET:
             raise WireFormatError(f"decoded symbol {top} is outside the alphabet")
-        s = sym.astype(np.int64)
-        out = (s >> 1) ^ -(s & 1)  # symbols below DIRECT are the zigzag values
+        out = _SYMBOL_VALUES[sym]  # symbols below DIRECT are the zigzag values
         if top >= DIRECT:  # the few others: bit length plus extra bits
             big = np.flatnonzero(sym >= DIRECT)
-            ne = s[big] - DIRECT + DIRECT_BITS
+            ne = sym[big].astype(np.int64) - DIRECT + DIRECT_BITS
             u = (np.uint64(1) << ne.astype(np.uint64)) + _read_extra(self.dec, ne)
             out[big] = unzigzag(u)
         return (out, sym) if with_symbols else out
