@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from sensor_codec.bag.convert import compress_bag, decompress_bag, plan_topics
+from sensor_codec.bag.convert import compress_bag, decompress_bag, format_report, plan_topics
 from sensor_codec.bag.info import bag_info, format_info, parse_codec_tag
 from sensor_codec.bag.io import (BagWriter, bag_topics, deserialize, read_messages, repair_bag,
                                  serialize, typestore, write_frames)
@@ -511,3 +511,70 @@ def test_cli_replay_delegates_to_the_bag_player_node(tmp_path, monkeypatch, sour
     monkeypatch.setitem(sys.modules, "sensor_codec.nodes.bag_player", fake)
     assert main(["bag", "replay", str(src), "--rate", "2", "--loop", "--topics", "/note"]) == 0
     assert calls == [[str(src), "--rate", "2.0", "--loop", "--topics", "/note"]]
+
+
+# --- semantic steering of the lidar codec ----------------------------------------
+
+def _steering_drive(path, semantic: bool):
+    from sensor_codec.synthetic.cli import write_drive_bag
+
+    made = write_drive_bag(path, duration_s=0.25, seed=3, camera_size=(640, 360), lidar_beams=32,
+                           lidar_columns=512, semantic=semantic, sensors=("camera", "lidar"))
+    return made["calibration"]
+
+
+def _frames_of(path, topic, convert):
+    return [convert(deserialize(m.data, m.msgtype)) for m in read_messages(path, [topic])]
+
+
+@pytest.mark.parametrize("label_topic", [True, False], ids=["label-map topic", "backbone"])
+def test_semantic_lidar_codec_is_steered_by_the_bags_maps(tmp_path, label_topic):
+    """bag compress with rangecode in semantic mode labels each cloud as the encoder node
+    does: the latest map before it in the bag (its label-map topic, or the backbone's map
+    of the camera frame), the class decoded as a field, every point within its class bound."""
+    from sensor_codec.pointcloud.semantic import (CLASS_FIELD, OUTSIDE_VIEW, bounds_for_classes,
+                                                  load_class_bounds)
+    from sensor_codec.semantic_steering import label_cloud, load_calibration
+
+    calibration_file = _steering_drive(tmp_path / "drive", label_topic)
+    report = compress_bag(tmp_path / "drive", tmp_path / "c", topics=["/lidar/points"],
+                          codecs={"lidar": ("rangecode", {"semantic": True})},
+                          calibration=calibration_file, progress=False)
+    source = "/camera/semantic" if label_topic else "/camera/image_raw"
+    lidar_report = report.topics["/lidar/points"]
+    clouds = _frames_of(tmp_path / "drive", "/lidar/points", pointcloud2_to_frame)
+    assert lidar_report.steered_by == source and lidar_report.failed == 0
+    assert lidar_report.messages == len(clouds) == 3
+    assert "2 of 3 clouds labelled from " + source in format_report(report)
+    if label_topic:
+        maps = _frames_of(tmp_path / "drive", source, lambda m: image_to_frame(m))
+        maps = [(m.stamp_ns, m.pixels) for m in maps]
+    else:
+        from sensor_codec.learned.runtime import BackboneRunner
+
+        runner = BackboneRunner()
+        maps = [(f.stamp_ns, runner.segment(f.to_rgb8()).semantic)
+                for f in _frames_of(tmp_path / "drive", source, image_to_frame)]
+    decompress_bag(tmp_path / "c", tmp_path / "d", progress=False)
+    decoded = _frames_of(tmp_path / "d", "/lidar/points", pointcloud2_to_frame)
+    calibration = load_calibration(calibration_file)
+    default, table, _ = load_class_bounds()
+    for k, (cloud, back) in enumerate(zip(clouds, decoded)):
+        earlier = [labels for stamp, labels in maps if stamp <= cloud.stamp_ns]
+        want = label_cloud(cloud, earlier[-1] if earlier else None, calibration).points[CLASS_FIELD]
+        np.testing.assert_array_equal(back.points[CLASS_FIELD], want)
+        assert (want == OUTSIDE_VIEW).all() == (k == 0)   # no map before the first cloud
+        err = np.linalg.norm(back.xyz() - cloud.xyz(), axis=1)
+        assert (err <= bounds_for_classes(want, default, table) + 1e-9).all()
+
+
+def test_semantic_steering_without_any_image_topic_is_refused(tmp_path, source_bag):
+    src, _ = source_bag
+    with pytest.raises(ConfigError, match="not an Image topic"):
+        compress_bag(src, tmp_path / "c", topics=["/lidar/points"], semantic_source="/note",
+                     codecs={"lidar": ("rangecode", {"semantic": True})}, progress=False)
+    lidar_only = tmp_path / "lidar_only"
+    write_frames(lidar_only, [(t, s, m) for t, s, m in _items() if t == "/lidar/points"])
+    with pytest.raises(ConfigError, match="no Image topic to take semantic maps from"):
+        compress_bag(lidar_only, tmp_path / "c2", progress=False,
+                     codecs={"lidar": ("rangecode", {"semantic": True})})

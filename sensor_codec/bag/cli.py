@@ -50,6 +50,17 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--topics", nargs="+", metavar="TOPIC[=MODALITY]",
                    help="compress only these topics; '=camera|lidar|radar' forces the modality")
     p.add_argument("--keep-raw", action="store_true", help="also keep the uncompressed topics")
+    p.add_argument("--semantic-source", metavar="TOPIC",
+                   help="lidar codec in semantic mode: the label-map (mono8 class ids) or camera "
+                        "topic whose semantic maps steer it (default: the bag's first "
+                        ".../semantic topic, else its first Image topic, run through the "
+                        "default backbone)")
+    p.add_argument("--calibration", metavar="FILE",
+                   help="camera-lidar calibration for semantic steering (YAML as "
+                        "config/calibration.yaml, or a KITTI calib.txt; default: that file)")
+    p.add_argument("--semantic-max-age", type=float, default=None, metavar="S",
+                   help="largest stamp difference between a cloud and its semantic map "
+                        "(default 0.15 s)")
 
     for name in ("compress", "decompress"):
         p = parsers[name]
@@ -181,10 +192,16 @@ def _print_report(report, args, action: str) -> int:
 def _compress(args) -> int:
     from .convert import compress_bag
 
+    from .convert import DEFAULT_SEMANTIC_MAX_AGE_S
+
+    max_age = args.semantic_max_age
     report = compress_bag(args.bag, args.output, codecs=codecs_from_args(args),
                           topics=topics_from_args(args.topics), keep_raw=args.keep_raw,
                           storage=args.storage, progress=_progress(args), strict=args.strict,
-                          overwrite=args.overwrite)
+                          overwrite=args.overwrite, semantic_source=args.semantic_source,
+                          calibration=args.calibration,
+                          semantic_max_age_s=DEFAULT_SEMANTIC_MAX_AGE_S if max_age is None
+                          else max_age)
     return _print_report(report, args, "compressed")
 
 

@@ -4,7 +4,16 @@
 topic into a ``<topic>/sensor_codec`` ``CompressedImage`` topic whose messages
 carry a container payload (``format`` is the readable tag); every other topic
 is copied byte for byte. Semantic label-map topics (``.../semantic``) are
-coded losslessly (``LABEL_MAP_CODEC``) whatever the camera codec. ``decompress_bag`` does the reverse onto the
+coded losslessly (``LABEL_MAP_CODEC``) whatever the camera codec.
+
+A lidar codec in ``semantic`` mode (``rangecode``) is steered as the encoder
+node steers it (``sensor_codec.semantic_steering``): each cloud gets the class
+of the pixel each point projects to in the latest semantic map read before it
+(bag order), if at most ``semantic_max_age_s`` apart, taken from a label-map
+topic of the bag (what the car's encoder node published) or, without one,
+computed by the default backbone from a camera topic (``BagSteering``). A
+cloud with no such map (the first one, before any camera frame) keeps the
+default bound; the report counts the steered clouds. ``decompress_bag`` does the reverse onto the
 original topic names.
 
 A message that cannot be converted is counted in the report and skipped
@@ -22,6 +31,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..codecs import codec_names, decode, get_codec
 from ..errors import BagError, ConfigError, SensorCodecError
@@ -55,6 +66,8 @@ LABEL_MAP_SUFFIXES = (SEMANTIC_SUFFIX,)
 LABEL_MAP_CODEC = "png"
 # Errors kept per topic in the report (the count is always complete).
 MAX_ERRORS_KEPT = 5
+# As the encoder node's lidar.semantic_max_age.
+DEFAULT_SEMANTIC_MAX_AGE_S = 0.15
 
 @dataclass
 class TopicReport:
@@ -70,6 +83,8 @@ class TopicReport:
     compressed_bytes: int = 0  # serialized CompressedImage messages
     codec_ms: float = 0.0      # total time inside the codec (encode or decode)
     errors: list[str] = field(default_factory=list)
+    steered_by: str = ""       # semantic map source of a steered lidar topic
+    steered: int = 0           # clouds that had a map within the max age
 
     def count(self, raw_bytes: int, compressed_bytes: int, ms: float) -> None:
         """One message converted (either direction)."""
@@ -92,7 +107,9 @@ class TopicReport:
                 "failed": self.failed, "raw_bytes": self.raw_bytes,
                 "compressed_bytes": self.compressed_bytes, "ratio": self.ratio,
                 "codec_ms": self.codec_ms, "ms_per_message": self.ms_per_message,
-                "errors": list(self.errors)}
+                "errors": list(self.errors),
+                **({"steered_by": self.steered_by, "steered": self.steered}
+                   if self.steered_by else {})}
 
 
 @dataclass
@@ -130,6 +147,10 @@ def format_report(report: ConversionReport, action: str = "compressed") -> str:
     for row in [header, *rows]:
         lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w)
                                for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+    for t in report.topics.values():
+        if t.steered_by:
+            lines.append(f"{t.topic}: {t.steered} of {t.messages} clouds labelled from "
+                         f"{t.steered_by}'s semantic maps (the rest: default bound)")
     if report.copied:
         lines.append(f"copied unchanged: {sum(report.copied.values())} messages on "
                      f"{len(report.copied)} topic(s)")
@@ -230,8 +251,10 @@ def _run(src: Path, dst: Path, storage: str, handlers: dict[str, Handler],
          report: ConversionReport, *, skip: set[str] = frozenset(),
          outputs: Mapping[str, list[tuple[str, str]]] | None = None,
          custom_data: Mapping[str, str] | None = None, progress: bool,
-         overwrite: bool, callback: Callable[[int], None] | None, desc: str) -> None:
+         overwrite: bool, callback: Callable[[int], None] | None, desc: str,
+         observers: Mapping[str, Callable[[BagMessage], None]] | None = None) -> None:
     """Copy ``src`` to ``dst`` message by message, handing ``handlers``' topics to them.
+    ``observers`` see their topic's messages first (whether handled or copied).
 
     ``outputs`` names the (topic, msgtype) each handled topic writes, so they are
     declared in the source's topic order before the first message.
@@ -255,6 +278,9 @@ def _run(src: Path, dst: Path, storage: str, handlers: dict[str, Handler],
                     writer.add_topic(topic, msgtype)
                     report.copied.setdefault(topic, 0)
             for message in read_messages(src):
+                observer = (observers or {}).get(message.topic)
+                if observer is not None:
+                    observer(message)
                 handler = handlers.get(message.topic)
                 if handler is not None:
                     handler(message, writer)
@@ -293,7 +319,9 @@ def compress_bag(src: str | Path, dst: str | Path, *,
                  topics: Iterable[str] | Mapping[str, Any] | None = None,
                  keep_raw: bool = False, storage: str | None = None, progress: bool = True,
                  strict: bool = False, overwrite: bool = False,
-                 callback: Callable[[int], None] | None = None) -> ConversionReport:
+                 callback: Callable[[int], None] | None = None,
+                 semantic_source: str | None = None, calibration: str | Path | None = None,
+                 semantic_max_age_s: float = DEFAULT_SEMANTIC_MAX_AGE_S) -> ConversionReport:
     """Compress the sensor topics of ``src`` into a new bag ``dst``.
 
     ``codecs`` maps a modality (``'camera'``, ``'lidar'``, ``'radar'``) to a
@@ -301,6 +329,10 @@ def compress_bag(src: str | Path, dst: str | Path, *,
     ``DEFAULT_CODECS``. ``topics``: see ``plan_topics``. ``keep_raw`` also
     copies the uncompressed topics. ``storage`` defaults to the source's.
     ``callback(n)`` is called after each of the n input messages.
+    With the lidar codec in ``semantic`` mode: ``semantic_source`` is the
+    label-map or camera topic whose maps steer it (default: the bag's first
+    label-map topic, else its first Image topic), ``calibration`` the
+    camera-lidar calibration file (default ``config/calibration.yaml``).
     """
     src, dst = Path(src), Path(dst)
     storage = storage or detect_storage(src)
@@ -315,6 +347,9 @@ def compress_bag(src: str | Path, dst: str | Path, *,
                               f"{sorted(m.label for m in codec.modalities)}")
         encoders[modality] = codec
     types = rosbags_types(typestore())
+    steering = None
+    if Modality.LIDAR in plan.values() and encoders[Modality.LIDAR].settings.get("semantic"):
+        steering = BagSteering.for_bag(src, semantic_source, calibration, semantic_max_age_s)
     report = ConversionReport(str(src), str(dst), storage)
     handlers: dict[str, Handler] = {}
     outputs: dict[str, list[tuple[str, str]]] = {}
@@ -327,8 +362,12 @@ def compress_bag(src: str | Path, dst: str | Path, *,
         topic_codecs[topic] = codec
         topic_report = TopicReport(topic, out_topic, modality.label, codec.name)
         report.topics[topic] = topic_report
+        label = None
+        if steering is not None and modality == Modality.LIDAR:
+            topic_report.steered_by = steering.source
+            label = steering.labeller(topic_report)
         handlers[topic] = _compress_handler(topic_report, modality, codec, types, keep_raw,
-                                            strict)
+                                            strict, label)
         outputs[topic] = [(out_topic, COMPRESSED_IMAGE)]
         if keep_raw:
             outputs[topic].insert(0, (topic, IMAGE if modality == Modality.CAMERA else POINTCLOUD2))
@@ -338,8 +377,81 @@ def compress_bag(src: str | Path, dst: str | Path, *,
                 for topic, r in report.topics.items()}
     _run(src, dst, storage, handlers, report, outputs=outputs, progress=progress,
          custom_data={"sensor_codec.compress": json.dumps(settings, sort_keys=True)},
-         overwrite=overwrite, callback=callback, desc="compress")
+         overwrite=overwrite, callback=callback, desc="compress",
+         observers={steering.source: steering.observe} if steering is not None else None)
     return report
+
+
+class BagSteering:
+    """Semantic maps of one bag topic for labelling lidar clouds in time order:
+    a label-map topic's images as they are, or a camera topic's frames
+    segmented by the default backbone. Keeps the latest map seen; a cloud
+    uses it when their stamps are at most ``max_age_s`` apart."""
+
+    def __init__(self, source: str, from_label_maps: bool, calibration, max_age_s: float) -> None:
+        from ..semantic_steering import SemanticMapCache
+
+        self.source = source
+        self.from_label_maps = from_label_maps
+        self.calibration = calibration
+        self.cache = SemanticMapCache(max_age_s)
+        self._backbone = None
+
+    @classmethod
+    def for_bag(cls, src: Path, source: str | None, calibration, max_age_s: float
+                ) -> BagSteering:
+        from ..semantic_steering import load_calibration
+
+        with open_reader(src) as reader:
+            images = [c.topic for c in reader.connections if c.msgtype == IMAGE]
+        if source is None:
+            labels = [t for t in images if is_label_map_topic(t, Modality.CAMERA)]
+            if not (labels or images):
+                raise ConfigError(f"the lidar codec is in semantic mode but bag {str(src)!r} has "
+                                  "no Image topic to take semantic maps from; record the "
+                                  "camera (or its .../semantic topic), or drop semantic")
+            source = (labels or images)[0]
+        elif source not in images:
+            raise ConfigError(f"semantic source {source!r} is not an Image topic of bag "
+                              f"{str(src)!r}; its Image topics: {images}")
+        return cls(source, is_label_map_topic(source, Modality.CAMERA),
+                   load_calibration(calibration), max_age_s)
+
+    def observe(self, message: BagMessage) -> None:
+        """Keep the map of one message of the source topic (a bad one is skipped:
+        the clouds near it get the default bound)."""
+        try:
+            frame = image_to_frame(deserialize(message.data, IMAGE))
+            if self.from_label_maps:
+                if frame.pixels.ndim != 2 or frame.pixels.dtype != np.uint8:
+                    raise ConfigError(f"label-map topic {self.source!r} carries "
+                                      f"{frame.encoding} images, not class ids (mono8)")
+                labels = frame.pixels
+            else:
+                labels = self._segmenter().segment(frame.to_rgb8()).semantic
+        except _BAD_MESSAGE_ERRORS as exc:
+            log.warning("semantic map at t=%d on %s skipped: %s", message.timestamp_ns,
+                        self.source, exc)
+            return
+        self.cache.put(labels, frame.stamp_ns)
+
+    def _segmenter(self):
+        if self._backbone is None:
+            from ..learned.runtime import BackboneRunner
+
+            self._backbone = BackboneRunner()
+        return self._backbone
+
+    def labeller(self, report: TopicReport) -> Callable:
+        """frame -> frame with its ``semantic_class`` field; counts the steered clouds."""
+        from ..semantic_steering import label_cloud
+
+        def label(frame):
+            labels = self.cache.get(frame.stamp_ns)
+            report.steered += labels is not None
+            return label_cloud(frame, labels, self.calibration)
+
+        return label
 
 
 def is_label_map_topic(topic: str, modality: Modality) -> bool:
@@ -348,7 +460,7 @@ def is_label_map_topic(topic: str, modality: Modality) -> bool:
 
 
 def _compress_handler(report: TopicReport, modality: Modality, codec, types, keep_raw: bool,
-                      strict: bool) -> Handler:
+                      strict: bool, label: Callable | None = None) -> Handler:
     msgtype = IMAGE if modality == Modality.CAMERA else POINTCLOUD2
 
     def handle(message: BagMessage, writer: BagWriter) -> None:
@@ -358,6 +470,8 @@ def _compress_handler(report: TopicReport, modality: Modality, codec, types, kee
             msg = deserialize(message.data, msgtype)
             frame = (image_to_frame(msg) if modality == Modality.CAMERA
                      else pointcloud2_to_frame(msg, modality))
+            if label is not None:
+                frame = label(frame)
             start = time.perf_counter()
             payload = codec.encode(frame)
             elapsed_ms = (time.perf_counter() - start) * 1e3
