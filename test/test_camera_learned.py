@@ -433,6 +433,44 @@ def test_training_from_scratch_moves_the_synthesis_to_its_grids_late(tmp_path):
     assert set(state["synthesis_calibration"]) == {"input_peak", "stage_peaks"}
 
 
+def test_training_loss_weights_distortion_by_the_importance_table():
+    """The same squared error costs in proportion to its class's weight in
+    config/semantic_importance.yaml (``codec_loss`` with a stand-in network)."""
+    torch = pytest.importorskip("torch")
+    from sensor_codec.learned.camera_codec import LAMBDAS
+    from sensor_codec.learned.camera_train import codec_loss
+    from sensor_codec.learned.importance import load_importance
+
+    importance = load_importance()
+    road, sky = 3, 0   # CamVid ids
+    weights = importance.weights.astype(np.float64)
+    semantic = torch.full((1, 64, 64), road, dtype=torch.long)
+    semantic[:, :, 32:] = sky   # right half sky
+    images = torch.full((1, 3, 64, 64), 0.5)
+
+    class StandIn(torch.nn.Module):
+        def __init__(self, error):
+            super().__init__()
+            self.error = error
+
+        def forward(self, image, tap, level, qmap):
+            ones = torch.ones(1, 1, 1, 1)
+            return {"x_hat": image + self.error, "y_likelihood": ones, "z_likelihood": ones}
+
+    def loss_with_error_on(columns: slice) -> float:
+        error = torch.zeros(1, 3, 64, 64)
+        error[:, :, :, columns] = 0.1
+        loss, _ = codec_loss(StandIn(error), images, None, semantic, torch.tensor([0]),
+                             torch.tensor([True]), importance)
+        return float(loss)
+
+    mean_weight = (weights[road] + weights[sky]) / 2
+    for columns, cls in ((slice(0, 32), road), (slice(32, 64), sky)):
+        expected = LAMBDAS[0] * 255 ** 2 * 0.01 * 0.5 * weights[cls] / mean_weight
+        assert loss_with_error_on(columns) == pytest.approx(expected, rel=1e-5)
+    assert weights[road] != weights[sky]   # the table does weigh them differently
+
+
 def test_export_names_by_weight_hash_writes_graphs_card_and_brings_its_backbone(tmp_path):
     """``sensor-codec export camera`` into an empty folder: a self-contained release (the
     backbone copied in), named by the weights' hash, that decodes with both runtimes."""
