@@ -409,7 +409,7 @@ class RangeCodeLidar(Codec):
         q = self._point_steps(u, regular, bound, class_bounds, meta, limit, eps)
         idx = np.flatnonzero(regular)
         point_bound = q_to_bound(q, bound, class_bounds, u, idx)
-        xo = xyz if idx.size == xyz.shape[0] else xyz[idx]  # the regular points
+        xo = xyz if idx.size == xyz.shape[0] else xyz.take(idx, axis=0)  # the regular points
         xr = xo - origin if origin_mm.any() else xo  # ... seen from the origin
         mode = self.settings["geometry"]
         ring = ring_field(pts)
@@ -501,7 +501,8 @@ class RangeCodeLidar(Codec):
         if far.size == near.size:  # the common case: no copies needed
             xf, qf = xyz, q
         else:
-            xf, qf = xyz[far], q[far]
+            # take(): several times faster than indexing rows with an array
+            xf, qf = xyz.take(far, axis=0), q[far]
         polar = spherical(xf)
         label_bits = 0.0
         label_choice = None
@@ -525,21 +526,20 @@ class RangeCodeLidar(Codec):
                 return None
         R, A, El, C, p1 = predict.quantise(xf, qf, q0, az_ref=az_ref, polar=polar, RA=RA)
         Ro, Ao = R[order], A[order]
-        Elo, Co = El[order], C[order]
+        Elo, Co = El[order], C.take(order, axis=0)
         q_coded, beams_coded = qf[order], beams[order]
         streams = predict.geometry_streams(Ro, Ao, Elo, Co, q_coded, q0, beams_coded)
         symbols = predict.stream_symbols(streams[0])
-        near_plan = self._plan_sequence(xyz[near], q[near], NEAR_MAX_LAG)
-        # the decoder's p1 + C q, for the bound check: most points need no
-        # correction, and p1 + 0 q is p1 (up to the sign of a zero)
-        corrected = np.flatnonzero(C[:, 0] | C[:, 1] | C[:, 2])
-        p1[corrected] += C[corrected] * qf[corrected, None]
-        if far.size == near.size:
-            recon = p1
-        else:
-            recon = np.empty_like(xyz)
-            recon[far] = p1
-            recon[near] = near_plan["recon"]
+        near_index = np.flatnonzero(near)
+        near_plan = self._plan_sequence(xyz.take(near_index, axis=0), q[near_index],
+                                        NEAR_MAX_LAG)
+        recon = predict.reconstruct(R, A, El, C, qf, q0, p1, az_ref)
+        if far.size != near.size:
+            far_recon, recon = recon, np.empty_like(xyz)
+            for k in range(3):  # a column at a time: faster than rows
+                column = recon[:, k]
+                column[far] = far_recon[:, k]
+                column[near_index] = near_plan["recon"][:, k]
         plan = {"RAEC_coded": (Ro, Ao, Elo, Co), "q_coded": q_coded, "beams_coded": beams_coded,
                 "beams": beams, "label_choice": label_choice, "order": order, "streams": streams,
                 "az_ref": az_ref,

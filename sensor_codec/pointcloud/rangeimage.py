@@ -269,9 +269,10 @@ def estimate_origin(xyz: np.ndarray) -> np.ndarray:
     n = xyz.shape[0]
     if n < ORIGIN_MIN_POINTS:
         return origin
-    x = xyz[np.linspace(0, n - 1, min(n, ORIGIN_SAMPLE)).astype(np.int64)]
-    x = x[np.isfinite(x).all(axis=1)]
-    x = x[np.hypot(x[:, 0], x[:, 1]) > ORIGIN_MIN_HORIZONTAL]
+    x = xyz.take(np.linspace(0, n - 1, min(n, ORIGIN_SAMPLE)).astype(np.int64), axis=0)
+    with np.errstate(invalid="ignore"):  # non-finite rows are dropped anyway
+        usable = np.isfinite(x).all(axis=1) & (np.hypot(x[:, 0], x[:, 1]) > ORIGIN_MIN_HORIZONTAL)
+    x = x.take(np.flatnonzero(usable), axis=0)
     if x.shape[0] < ORIGIN_MIN_POINTS // 4:
         return origin
     table = _count_log_table(x.shape[0])

@@ -164,7 +164,7 @@ def residual_streams(G: np.ndarray, lags: np.ndarray):
     """Residuals (m x 3) and the three context arrays, encoder side."""
     m = G.shape[0]
     ref = np.arange(m) - lags
-    res = G - np.where(lags[:, None] > 0, G[np.maximum(ref, 0)], 0)
+    res = G - np.where(lags[:, None] > 0, G.take(np.maximum(ref, 0), axis=0), 0)
     return res, contexts(res, lags)
 
 
@@ -342,7 +342,7 @@ def estimate_sequence_bits(G: np.ndarray, lags: np.ndarray | None = None) -> flo
             return estimate_sequence_bits(G[start:start + SAMPLE_WINDOW]) * m / SAMPLE_WINDOW
         lags = choose_lags(G)
     ref = np.arange(m) - lags
-    res = G - np.where(lags[:, None] > 0, G[np.maximum(ref, 0)], 0)
+    res = G - np.where(lags[:, None] > 0, G.take(np.maximum(ref, 0), axis=0), 0)
     return estimate_bits(lag_codes(lags)) + sum(estimate_bits(res[:, k]) for k in range(3))
 
 
