@@ -348,15 +348,17 @@ class OnlinePlan:
         self.cell = np.repeat(np.arange(0, n * k, k, dtype=np.int64), lengths) + ctx
         self.hist = np.bincount(self.cell * a + sym, minlength=n * k * a).reshape(n, k, a)
         # integer counts before each chunk: exact, as the float sums of OnlineTable are
-        self.before = np.empty(self.hist.shape, np.int32)
+        # (a chunk at a time: several times faster than a cumsum along axis 0)
+        self.before = np.empty(self.hist.shape, np.int64)
         self.before[0] = 0
-        np.cumsum(self.hist[:-1], axis=0, out=self.before[1:])
+        for j in range(1, n):
+            np.add(self.before[j - 1], self.hist[j - 1], out=self.before[j])
 
     def cost_bits(self) -> float:
         """Ideal cost of the symbols (as ``online_cost_bits``, summed in another order)."""
         n, k, a = self.hist.shape
         flat = self.hist.reshape(-1)
-        nz = np.flatnonzero(flat)
+        nz = np.flatnonzero(flat != 0)  # on a bool array: several times faster
         cell, s = np.divmod(nz, a)
         c = cell % k
         ctx_hist = np.bincount(self.cell, minlength=n * k).reshape(n, k)
@@ -374,7 +376,7 @@ class OnlinePlan:
         key = cell.astype(np.int16) if n * k < 2 ** 15 else cell
         order = np.argsort(key, kind="stable")
         sorted_cell = cell[order]
-        cuts = np.flatnonzero(np.diff(sorted_cell)) + 1
+        cuts = np.flatnonzero(np.diff(sorted_cell) != 0) + 1
         run_start = np.concatenate(([0], cuts))
         run_cell = sorted_cell[run_start]
         run_chunk, run_ctx = np.divmod(run_cell, k)
