@@ -320,6 +320,15 @@ def test_sequence_mode_follows_a_repeating_firing_pattern():
     assert len(payload) * 8 / frame.num_points < 12
 
 
+def test_a_bound_beside_semantic_mode_is_refused_not_ignored():
+    from sensor_codec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="bound=0.05 has no effect with semantic=true"):
+        get_codec("rangecode", semantic=True, bound=0.05)
+    # the default bound (what a node passes when nothing is configured) is accepted
+    assert get_codec("rangecode", semantic=True, bound=0.01).settings["semantic"] is True
+
+
 def test_sequence_mode_with_semantic_bounds():
     default, table, _ = load_class_bounds()
     xyz, _ = scan(seed=8)

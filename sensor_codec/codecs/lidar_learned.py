@@ -76,7 +76,7 @@ from __future__ import annotations
 import numpy as np
 import zstandard
 
-from ..errors import InvalidFrameError, WireFormatError
+from ..errors import ConfigError, InvalidFrameError, WireFormatError
 from ..frames import Modality, PointCloudFrame
 from ..pointcloud import predict, sequence
 from ..pointcloud.context_model import ContextModel, default_model, scale_index
@@ -251,7 +251,9 @@ class RangeCodeLidar(Codec):
     description = ("Bounded-error lidar: every point within `bound` metres; beams, predictive "
                    "residuals and a learned context model (constriction range coder)")
     params = (
-        Param("bound", float, 0.01, "Euclidean error bound per point, metres", min=1e-4, max=10.0),
+        Param("bound", float, 0.01,
+              "Euclidean error bound per point, metres (not in semantic mode, where the class "
+              "table sets every bound, its default_bound included)", min=1e-4, max=10.0),
         Param("intensity_step", float, 0.01,
               "quantisation step of intensity-like float fields (0 = bit-exact)", min=0.0, max=1e6),
         Param("time_step", float, 0.0,
@@ -283,6 +285,14 @@ class RangeCodeLidar(Codec):
 
     def __init__(self, model: ContextModel | None = None, **settings) -> None:
         super().__init__(**settings)
+        default_bound = next(p.default for p in self.params if p.name == "bound")
+        if self.settings["semantic"] and self.settings["bound"] != default_bound:
+            # Refused rather than ignored: the table alone sets semantic-mode bounds.
+            raise ConfigError(
+                f"rangecode bound={self.settings['bound']} has no effect with semantic=true: "
+                "the class bound table sets every bound (its default_bound for points "
+                "outside the camera view and unlisted classes); edit the table "
+                "(semantic_table) or drop the bound setting")
         self._model = model
         self.trace: list | None = None  # training hook: collects geometry streams
         self.last_estimates: dict[str, float] = {}  # auto mode's figures, for benchmarks
