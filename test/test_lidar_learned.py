@@ -86,7 +86,7 @@ def test_bound_holds_on_every_point_of_real_frames(name):
         # far smaller than float32 x, y, z (96 bits a point) plus fields
         assert len(payload) * 8 / frame.num_points < 24
     ie = np.abs(decoded.points["intensity"].astype(np.float64) - frame.points["intensity"])
-    assert ie.max() <= 0.005 + 1e-4
+    assert ie.max() <= 0.005   # float32 storage of the decoded value included
     if "ring" in frame.field_names:
         np.testing.assert_array_equal(decoded.points["ring"], frame.points["ring"])
 
@@ -94,18 +94,22 @@ def test_bound_holds_on_every_point_of_real_frames(name):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(0, 300), scale=st.sampled_from([0.05, 1.0, 50.0, 3000.0]),
        bound=st.floats(0.001, 0.2), nan_fraction=st.sampled_from([0.0, 0.1]),
-       geometry=st.sampled_from(GEOMETRIES), seed=st.integers(0, 2 ** 31 - 1))
-def test_bound_holds_on_random_clouds(n, scale, bound, nan_fraction, geometry, seed):
+       geometry=st.sampled_from(GEOMETRIES), seed=st.integers(0, 2 ** 31 - 1),
+       intensity_scale=st.sampled_from([1.0, 255.0, 1e5]))
+def test_bound_holds_on_random_clouds(n, scale, bound, nan_fraction, geometry, seed,
+                                      intensity_scale):
     rng = np.random.default_rng(seed)
     xyz = rng.normal(0, scale, (n, 3)).astype(np.float32)
     xyz[rng.random(n) < nan_fraction] = np.nan
-    frame = cloud(xyz, intensity=rng.random(n).astype(np.float32))
+    frame = cloud(xyz, intensity=(rng.random(n) * intensity_scale).astype(np.float32))
     decoded, payload = roundtrip(frame, bound=bound, geometry=geometry)
     if geometry != "auto" and n:
         assert unpack(payload).metadata["geometry_mode"] == geometry
     check_bound(frame, decoded, bound)
     ie = np.abs(decoded.points["intensity"].astype(np.float64) - frame.points["intensity"])
-    assert ie.size == 0 or ie.max() <= 0.005 + 1e-6
+    # step / 2 exactly, the float32 rounding of the decoded value included (at 1e5 a
+    # float32 step exceeds 0.01: those values are kept exact)
+    assert ie.size == 0 or ie.max() <= 0.005
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
@@ -520,7 +524,7 @@ def test_sorted_order_bound_and_fields_on_real_frames(name):
     assert nearest_original_distance(frame, decoded).max() <= 0.01
     ie = np.abs(decoded.points["intensity"].astype(np.float64)
                 - frame.points["intensity"][perm])
-    assert ie.max() <= 0.005 + 1e-4
+    assert ie.max() <= 0.005
     if "ring" in frame.field_names:
         np.testing.assert_array_equal(decoded.points["ring"], frame.points["ring"][perm])
     keep = RangeCodeLidar(bound=0.01).encode(frame)
@@ -552,7 +556,7 @@ def test_sorted_order_bound_on_random_clouds(n, scale, bound, nan_fraction, dup_
     # the other fields travel with their points
     np.testing.assert_array_equal(decoded.points["index"], perm)
     ie = np.abs(decoded.points["intensity"].astype(np.float64) - intensity[perm])
-    assert ie.size == 0 or ie.max() <= 0.005 + 1e-6
+    assert ie.size == 0 or ie.max() <= 0.005
     assert nearest_original_distance(frame, decoded).max(initial=0) <= bound
 
 

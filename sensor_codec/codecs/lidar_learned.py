@@ -620,6 +620,12 @@ class RangeCodeLidar(Codec):
                         write_int_sequence(writer, side, f.astype(np.int64), INT_PERIODS)
                         return [name, "int", 0.0, 1]
                     step = self._step_for(name)
+                    if step > 0:
+                        # The decoder stores k * step in the field's type: shrink the
+                        # step by what that rounding can add (half an ulp of the value),
+                        # so that |error| <= step / 2 holds after it too.
+                        margin = 2.0 * (float(np.abs(f).max()) + step) * float(np.finfo(dt).eps)
+                        step = step - margin if margin < step / 2 else 0.0
                     if step > 0 and (np.abs(f) / step < MAX_QUANT).all():
                         k = np.round(f / step).astype(np.int64)
                         g = int(np.gcd.reduce(k)) if k.any() else 1
