@@ -350,7 +350,7 @@ def symbol_counts(values: np.ndarray, bounds: tuple[int, int] | None = None) -> 
 _EXTRA_BITS = np.arange(DIRECT, ALPHABET) - DIRECT + DIRECT_BITS  # per symbol >= DIRECT
 
 
-def _counts_bits(counts: np.ndarray, n: int) -> float:
+def counts_bits(counts: np.ndarray, n: int) -> float:
     """``estimate_bits`` of n values from their symbol counts."""
     nz = counts[counts > 0]
     extra_bits = float((counts[DIRECT:] * _EXTRA_BITS).sum())
@@ -366,7 +366,7 @@ def estimate_bits(values: np.ndarray, sym: np.ndarray | None = None) -> float:
         counts = symbol_counts(values)
     else:
         counts = np.bincount(sym, minlength=ALPHABET)
-    return _counts_bits(counts, values.size)
+    return counts_bits(counts, values.size)
 
 
 # --- side information and self-tuning integer sequences ---------------------------
@@ -443,12 +443,12 @@ def _choose_period(values: np.ndarray, periods: tuple[int, ...]):
     # a residual is a value (the first `period` ones) or a difference of two
     res_bounds = (min(v_lo, v_lo - v_hi), max(v_hi, v_hi - v_lo))
     counts = symbol_counts(values, (v_lo, v_hi))
-    best = (0, _counts_bits(counts, n), values, counts)
+    best = (0, counts_bits(counts, n), values, counts)
     for p in periods:
         if 0 < p < n:
             res = period_residual(values, p)
             counts = symbol_counts(res, res_bounds)
-            cost = _counts_bits(counts, n)
+            cost = counts_bits(counts, n)
             if cost < best[1]:
                 best = (p, cost, res, counts)
     return best

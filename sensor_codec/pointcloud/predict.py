@@ -41,9 +41,11 @@ from .entropy import (
     SideWriter,
     StreamReader,
     StreamWriter,
+    counts_bits,
     estimate_bits,
     quantise_histogram,
     read_int_sequence,
+    symbols_only,
     to_symbols,
     write_int_sequence,
 )
@@ -155,8 +157,18 @@ def choose_azimuth_ref(az: np.ndarray, order: np.ndarray, first: np.ndarray, q0:
     az_sorted = az[window]
     starts = first[start:start + AZIMUTH_SAMPLE].copy()
     starts[0] = True
-    costs = [estimate_bits(along_beam_residual(np.round(az_sorted / (q0 / ref)).astype(np.int64),
-                                               starts)) for ref in AZIMUTH_REFS]
+    # every candidate step at once, a row each (the same values and costs
+    # as one at a time, in a fraction of the calls)
+    steps = np.array([q0 / ref for ref in AZIMUTH_REFS])
+    A = np.round(az_sorted[None, :] / steps[:, None]).astype(np.int64)
+    d = np.empty_like(A)
+    d[:, 0] = A[:, 0]
+    np.subtract(A[:, 1:], A[:, :-1], out=d[:, 1:])
+    d[:, starts] = A[:, starts]
+    sym = symbols_only(d.reshape(-1)).reshape(d.shape)
+    sym += (np.arange(len(AZIMUTH_REFS)) * ALPHABET)[:, None]
+    counts = np.bincount(sym.reshape(-1), minlength=len(AZIMUTH_REFS) * ALPHABET)
+    costs = [counts_bits(row, A.shape[1]) for row in counts.reshape(len(AZIMUTH_REFS), ALPHABET)]
     return AZIMUTH_REFS[int(np.argmin(costs))]
 
 

@@ -235,9 +235,9 @@ def _write_tables(side: SideWriter, counts: np.ndarray) -> np.ndarray:
 
 
 def _read_tables(side: SideReader, ctx: np.ndarray) -> np.ndarray:
-    rows = int(ctx.max()) + 1
-    table = np.zeros((rows, ALPHABET))
-    for c in np.unique(ctx):
+    present = np.bincount(ctx)  # contexts are small non-negative ints
+    table = np.zeros((present.size, ALPHABET))
+    for c in np.flatnonzero(present != 0).tolist():
         table[c] = side.histogram()[0]
     return table
 
