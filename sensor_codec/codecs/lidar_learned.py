@@ -210,18 +210,6 @@ def _find_duplicates(points: np.ndarray) -> np.ndarray:
     return src
 
 
-def _mask_order(u: np.ndarray, idx: np.ndarray, ring: str | None) -> np.ndarray:
-    """Order in which the near-point mask is coded: by ring where the cloud
-    has one (no-return placeholders cluster on a few rings), else as stored."""
-    if not ring:
-        return np.arange(idx.size)
-    return coded_order(u[ring][idx].astype(np.int64))
-
-
-def _near_in_mask_order(near: np.ndarray, u, idx, ring) -> np.ndarray:
-    return near[_mask_order(u, idx, ring)]
-
-
 def _plus_origin(recon: np.ndarray, origin: np.ndarray) -> np.ndarray:
     """A plan's reconstruction plus the origin, as the decoder adds them, in
     place (every plan builds its own array, used for this check only)."""
@@ -483,7 +471,7 @@ class RangeCodeLidar(Codec):
         else:
             meta["beam_source"] = ring or ""
             meta["azimuth_ref"] = plan["az_ref"]
-            near_runs = _runs(_near_in_mask_order(plan["near"], u, idx, ring))
+            near_runs = _runs(plan["near_in_mask_order"])
             meta["near_runs"] = int(near_runs.size)
             write_int_sequence(writer, side, near_runs)
             beams = plan["beams"]
@@ -517,13 +505,25 @@ class RangeCodeLidar(Codec):
         label_bits = 0.0
         label_choice = None
         if ring:
-            beams = u[ring][idx[far]].astype(np.int64)
+            rings = (u[ring] if idx.size == u.size else u[ring][idx]).astype(np.int64)
+            # the near-point mask is coded in ring order (no-return
+            # placeholders cluster on a few rings), else as stored
+            mask_order = coded_order(rings)
+            near_in_mask_order = near[mask_order]
+            if far.size == near.size:
+                beams, order = rings, mask_order
+            else:
+                # the stable sort by ring of every point, restricted to the
+                # far ones, is their coded order: no second sort
+                beams = rings[far]
+                order = (np.cumsum(~near) - 1)[mask_order[~near_in_mask_order]]
         else:
+            near_in_mask_order = near
             beams = estimate_beams(polar[1], polar[2])
             label_choice = choose_period(beams, INT_PERIODS)
             if estimate:
                 label_bits = label_choice[1]
-        order = coded_order(beams)
+            order = coded_order(beams)
         first = segment_starts(beams[order])
         az_ref = predict.choose_azimuth_ref(polar[1], order, first, q0)
         RA = predict.range_azimuth(polar, q0, az_ref)
@@ -554,11 +554,12 @@ class RangeCodeLidar(Codec):
                 "beams": beams, "label_choice": label_choice, "order": order, "streams": streams,
                 "az_ref": az_ref,
                 "symbols": symbols, "recon": recon, "near": near, "far": far,
+                "near_in_mask_order": near_in_mask_order,
                 "near_plan": near_plan}
         if estimate:
             plan["estimate"] = (label_bits + predict.estimate_geometry_bits(streams[0], symbols)
                                 + estimate_int_sequence_bits(
-                                    _runs(_near_in_mask_order(near, u, idx, ring)))
+                                    _runs(near_in_mask_order))
                                 + sequence.estimate_sequence_bits(near_plan["G"],
                                                                   near_plan["lags"]))
         return plan
@@ -729,19 +730,26 @@ class RangeCodeLidar(Codec):
             in_order = _mask_from_runs(
                 read_int_sequence(reader, side, meta_get(meta, "near_runs")), idx.size)
             near = np.empty_like(in_order)
-            near[_mask_order(u, idx, source)] = in_order
-            far = np.flatnonzero(~near)
-            qf = q[far]
             if source:
-                beams = u[source][idx[far]].astype(np.int64)
+                rings = (u[source] if idx.size == m else u[source][idx]).astype(np.int64)
+                mask_order = coded_order(rings)
+                near[mask_order] = in_order
+                # the stable sort by ring of every point, restricted to the
+                # far ones, is their coded order: no second sort
+                far_coded = mask_order[~in_order]
+                beams_coded = rings[far_coded]
             else:
+                near[:] = in_order
+                far = np.flatnonzero(~near)
                 beams = read_int_sequence(reader, side, far.size)
+                order = coded_order(beams)
+                far_coded, beams_coded = far[order], beams[order]
+            q_coded = q[far_coded]
             az_ref = self._azimuth_ref(meta)
-            order = coded_order(beams)
-            R, A, El, C = predict.decode_geometry(reader, side, qf[order], q0, beams[order],
+            R, A, El, C = predict.decode_geometry(reader, side, q_coded, q0, beams_coded,
                                                   self.model, scale_index(bound))
             # the two parts go straight to their points (no interleaved copy)
-            parts = [(far[order], predict.reconstruct(R, A, El, C, qf[order], q0, None, az_ref))]
+            parts = [(far_coded, predict.reconstruct(R, A, El, C, q_coded, q0, None, az_ref))]
             qn = q[near]
             step = float(qn.min()) if qn.size else 1.0
             parts.append((np.flatnonzero(near), sequence.decode_sequence(
