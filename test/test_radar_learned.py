@@ -10,12 +10,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sensor_codec.codecs import decode
-from sensor_codec.codecs.radar_learned import (PRED_KEY, PRED_MATCH, PRED_PERIOD, PRED_RADIAL,
-                                               PRED_RANGE, SECTION_FORMAT, RadarAdaptiveCodec,
-                                               _key_prediction, _previous_same_key,
-                                               _read_header, _undo_key_prediction,
-                                               section_sizes)
-from sensor_codec.errors import SensorCodecError, UnsupportedVersionError, WireFormatError
+from sensor_codec.codecs.radar_learned import (
+    PRED_KEY,
+    PRED_MATCH,
+    PRED_PERIOD,
+    PRED_RADIAL,
+    PRED_RANGE,
+    SECTION_FORMAT,
+    RadarAdaptiveCodec,
+    _key_prediction,
+    _previous_same_key,
+    _read_header,
+    _undo_key_prediction,
+    section_sizes,
+)
+from sensor_codec.errors import (
+    SensorCodecError,
+    UnsupportedVersionError,
+    WireFormatError,
+)
 from sensor_codec.frames import Modality, PointCloudFrame
 from sensor_codec.pointcloud.entropy import StreamReader, StreamWriter, write_adaptive
 from sensor_codec.wire import Container, unpack
@@ -180,11 +193,11 @@ def test_empty_and_one_point(n):
     frame = radar(n, 4)
     payload = RadarAdaptiveCodec().encode(frame)
     check(frame, decode(payload))
-    # measured: 53 bytes of container (no frame id), 4 of layout (format byte,
-    # count, flags, the View-of-Delft layout preset); a single point is all
-    # constants, 23 bytes of plans and values (time 0: one byte) and no
+    # measured: 53 bytes of container (no frame id), 3 of layout (format byte,
+    # count, flags naming the View-of-Delft layout preset); a single point is
+    # all constants, 23 bytes of plans and values (time 0: one byte) and no
     # range-coded words
-    assert len(payload) == (57 if n == 0 else 80)
+    assert len(payload) == (56 if n == 0 else 79)
     assert section_sizes(unpack(payload))["coded"] == 0
 
 
@@ -461,12 +474,12 @@ def test_golden_format_2_track_stream_decodes_and_format_3_is_smaller():
 
 
 def test_format_3_plan_options_on_a_track_stream():
-    from sensor_codec.codecs.radar_learned import LAYOUT_PRESET
+    from sensor_codec.codecs.radar_learned import PRESET_SHIFT
     frame = track_stream(cycles=40, slots=8, seed=9)
     payload = RadarAdaptiveCodec().encode(frame)
     s0 = unpack(payload).sections[0]
     assert 128 <= frame.num_points < 2 ** 14  # a two-byte count before the flags
-    assert not s0[3] & LAYOUT_PRESET  # x, y, z, track_id, time: no preset layout
+    assert s0[3] >> PRESET_SHIFT == 0  # x, y, z, track_id, time: no preset layout
     plans = plans_by_name(payload)
     assert plans["z"]["kind"] == "const" and plans["z"]["value"] == 0
     assert plans["x"]["pred"] == PRED_KEY
@@ -476,7 +489,7 @@ def test_format_3_plan_options_on_a_track_stream():
 def test_growing_counter_is_coded_without_signs():
     rng = np.random.default_rng(5)
     n = 300
-    counter = np.cumsum(rng.integers(1000, 3000, n)).astype(np.uint32)
+    counter = np.cumsum(rng.integers(0, 30, n)).astype(np.uint32)  # small steps: no centers
     frame = PointCloudFrame.from_arrays(Modality.RADAR, x=rng.uniform(0, 50, n).astype(np.float32),
                                         y=np.zeros(n, np.float32), z=np.zeros(n, np.float32),
                                         timestamp=counter)
@@ -486,16 +499,16 @@ def test_growing_counter_is_coded_without_signs():
     check(frame, decode(payload))
 
 
-def test_layout_preset_is_one_byte_and_refused_in_format_2():
-    from sensor_codec.codecs.radar_learned import LAYOUT_PRESET, LAYOUT_PRESETS
+def test_layout_preset_in_the_flags_and_refused_in_format_2():
+    from sensor_codec.codecs.radar_learned import LAYOUT_PRESETS, PRESET_SHIFT
     frame = radar(30, 3)  # the View-of-Delft layout, preset 0
     payload = RadarAdaptiveCodec().encode(frame)
     s0 = bytearray(unpack(payload).sections[0])
-    assert s0[2] & LAYOUT_PRESET and s0[3] == 0
-    s0[3] = len(LAYOUT_PRESETS)
+    assert s0[2] >> PRESET_SHIFT == 0 + 1  # flags name it; no field list follows
+    s0[2] = (len(LAYOUT_PRESETS) + 1) << PRESET_SHIFT
     with pytest.raises(WireFormatError, match="layout preset"):
         decode(_with_section(payload, bytes(s0)).pack())
-    s0[3], s0[0] = 0, 2
+    s0[2], s0[0] = 1 << PRESET_SHIFT, 2
     with pytest.raises(WireFormatError, match="layout flags"):
         decode(_with_section(payload, bytes(s0)).pack())
 
@@ -545,11 +558,70 @@ def test_track_slots_in_recurring_cycles_use_the_cycle_coder():
     check(frame, decode(payload))
 
 
+def test_clustered_time_steps_use_centers():
+    # bursts 2.7 ms apart inside 50 ms cycles, with jitter: period-1 steps of
+    # the float32 bit patterns cluster around two values far from 0
+    rng = np.random.default_rng(4)
+    starts = 10 + 0.05 * np.arange(40) + rng.normal(0, 0.002, 40)
+    t = np.sort(np.concatenate([starts, starts + 0.0027 + rng.normal(0, 2e-6, 40)]))
+    n = t.size
+    frame = PointCloudFrame.from_arrays(Modality.RADAR, x=rng.uniform(0, 50, n).astype(np.float32),
+                                        y=np.zeros(n, np.float32), z=np.zeros(n, np.float32),
+                                        time=t.astype(np.float32))
+    payload = RadarAdaptiveCodec().encode(frame)
+    plan = plans_by_name(payload)["time"]
+    assert plan["centers"] is not None and plan["centers"].size >= 1
+    check(frame, decode(payload))
+
+
+def test_first_detections_sharing_a_sign_are_folded():
+    frame = track_stream(cycles=6, slots=9, seed=1)  # x ahead: all positive
+    payload = RadarAdaptiveCodec().encode(frame)
+    from sensor_codec.codecs.radar_learned import SIGN_NONNEGATIVE
+    plan = plans_by_name(payload)["x"]
+    assert plan["pred"] == PRED_KEY and plan["first"]
+    assert plan["first_sign"] == SIGN_NONNEGATIVE
+    check(frame, decode(payload))
+
+
+def test_coded_tail_is_trimmed_and_still_decodes():
+    from sensor_codec.codecs.radar_learned import _section_to_words, _words_to_section
+    words = np.arange(1, 9, dtype="<u4").tobytes()
+    assert _section_to_words(_words_to_section(words)) == words
+    assert _section_to_words(b"\x01\x02") == np.array([0x01020000], "<u4").tobytes()
+    lengths = []
+    for seed in range(6):
+        frame = track_stream(cycles=10, slots=6, seed=seed)
+        payload = RadarAdaptiveCodec().encode(frame)
+        c = unpack(payload)
+        lengths.append(len(c.sections[0]) - _read_header(c).end)
+        check(frame, decode(payload))
+    assert any(length % 4 for length in lengths)  # no longer whole 32-bit words
+
+
+def test_cycle_coder_and_centers_refuse_other_options():
+    from sensor_codec.codecs.radar_learned import (
+        CENTERS_SHIFT,
+        OPT_DICTIONARY,
+        PLAN_OPTIONS,
+    )
+    fine = bytes([0x00, 1])
+    cycle_with_dictionary = bytes([PRED_MATCH | PLAN_OPTIONS, 1, OPT_DICTIONARY])
+    with pytest.raises(WireFormatError, match="cycle coder with options"):
+        decode(_forged_payload(fine * 3 + cycle_with_dictionary, [[1, 2, 3]] * 4,
+                               fields=("x", "y", "z", "new_track"),
+                               types=["<f4"] * 3 + ["|u1"]))
+    centers_with_dictionary = bytes([0x00 | PLAN_OPTIONS, 1, OPT_DICTIONARY | 1 << CENTERS_SHIFT,
+                                     80])
+    with pytest.raises(WireFormatError, match="centers and a dictionary"):
+        decode(_forged_payload(fine + fine + centers_with_dictionary, [[1, 2, 3]] * 3))
+
+
 def test_first_detections_and_contexts_are_exclusive():
     from sensor_codec.codecs.radar_learned import OPT_CONTEXT, PLAN_OPTIONS
     fine = bytes([0x00, 1])  # grid domain, no predictor, step 0.01
     # y keyed by x (field 0), order 1, first detections apart, and contexts by x
-    forged = bytes([PRED_KEY | PLAN_OPTIONS, 1, 0 * 4 + 0 * 2 + 1, OPT_CONTEXT, 0])
+    forged = bytes([PRED_KEY | PLAN_OPTIONS, 1, 0 << 4 | 0 << 3 | 1 << 2, OPT_CONTEXT, 0])
     with pytest.raises(WireFormatError, match="one grouping only"):
         decode(_forged_payload(fine + forged + fine, [[1, 2, 3]] * 3))
 
@@ -557,8 +629,12 @@ def test_first_detections_and_contexts_are_exclusive():
 def _forged_section(n, point_step=None, extra=b""):
     """A header for x, y, z float32 declaring ``n`` detections (fields spelled
     out: the same bytes in formats 2 and 3)."""
-    from sensor_codec.codecs.radar_learned import (FIELD_NAMES, FIELD_TYPES, LAYOUT_OFFSETS,
-                                                   _Bytes)
+    from sensor_codec.codecs.radar_learned import (
+        FIELD_NAMES,
+        FIELD_TYPES,
+        LAYOUT_OFFSETS,
+        _Bytes,
+    )
     head = _Bytes()
     head.u8(SECTION_FORMAT)
     head.varint(n)
@@ -633,8 +709,11 @@ def test_match_prediction_inverts():
 
 
 def test_dictionary_coder_round_trip_and_gain():
-    from sensor_codec.codecs.radar_learned import (_read_dictionary_adaptive, _residual_cost,
-                                                   _write_dictionary_adaptive)
+    from sensor_codec.codecs.radar_learned import (
+        _read_dictionary_adaptive,
+        _residual_cost,
+        _write_dictionary_adaptive,
+    )
     rng = np.random.default_rng(8)
     # small residuals mixed with a few recurring large ones (fixed burst spacings)
     values = np.where(rng.random(500) < 0.3, rng.choice([720, 721, 1440], 500),
@@ -655,7 +734,13 @@ def _forged_payload(plans: bytes, streams: list, fields=("x", "y", "z"), types=N
                     version=SECTION_FORMAT):
     """A payload of 3 detections with hand-written plans and streams, in
     format 3 (models adapting per symbol) or 2 (block-adaptive)."""
-    from sensor_codec.codecs.radar_learned import FIELD_NAMES, FIELD_TYPES, _Bytes, _write_fast
+    from sensor_codec.codecs.radar_learned import (
+        FIELD_NAMES,
+        FIELD_TYPES,
+        _Bytes,
+        _words_to_section,
+        _write_fast,
+    )
     types = types or ["<f4"] * len(fields)
     head = _Bytes()
     head.u8(version)
@@ -667,7 +752,8 @@ def _forged_payload(plans: bytes, streams: list, fields=("x", "y", "z"), types=N
     writer = StreamWriter()
     for values in streams:
         (_write_fast if version >= 3 else write_adaptive)(writer, np.array(values, np.int64))
-    section = head.getvalue() + plans + writer.finish()
+    words = writer.finish()
+    section = head.getvalue() + plans + (_words_to_section(words) if version >= 3 else words)
     return Container(Modality.RADAR, "radar_ac", "classical", metadata={},
                      sections=[section]).pack()
 

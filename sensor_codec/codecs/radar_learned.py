@@ -31,28 +31,49 @@ with the exact cost of the adaptive coder:
   integer field such as ``track_id`` coded first), or the linear
   extrapolation from the two previous ones: a stream of track messages;
 * *match*: for integer fields, what followed the same one or two values
-  last time (track slots reported in a recurring order).
+  last time (track slots reported in a recurring order); or the *cycle
+  coder*: each value as its rank among the likely next ones (slots not yet
+  seen in the current radar cycle, in the previous cycle's order from after
+  the last value; then a new cycle), a new value as an escape and its
+  difference to the last. The last slot of a cycle costs almost nothing.
 
 Residuals may also be coded with one adaptive model per value of an
-integer field (per track slot, new-track flag). A field holding one value
-throughout is stored as that value. The residuals are range-coded
-(constriction) with a model learned on the fly from the symbols already
-coded, so small clouds carry no probability tables. Order and count are
-preserved: predictors adapt to the order, they never change it.
+integer field (per track slot, new-track flag); for a keyed predictor, the
+first detection of each key (no history to predict from) with a model of
+its own, folded when those values share a sign; as their magnitudes when
+all of them are >= 0 (a time field); as the nearest of up to three
+*centers* plus an offset when large residuals cluster (bursts 2.7 ms apart,
+radar cycles 50 ms apart); or with a dictionary of frequent exact values.
+A field holding one value throughout is stored as that value. The
+residuals are range-coded (constriction) with a model learned on the fly
+from the symbols already coded, so small clouds carry no probability
+tables: it starts from counts that favour small symbols and is re-estimated
+after each of the first ``FAST_SINGLES`` symbols (a second of comma2k19
+tracks is ~170 detections, so the start-up cost matters), then every block
+of up to 64. Order and count are preserved: predictors adapt to the order,
+they never change it.
 
-Wire format (section 0, little-endian, varints are LEB128): a format byte
-(``SECTION_FORMAT``; the decoder refuses others with
-``UnsupportedVersionError``), the point count, layout flags (organised,
-explicit offsets, coding order), the fields (one byte for a known name and
+Wire format 3 (section 0, varints are LEB128): a format byte
+(``SECTION_FORMAT``; the decoder reads ``READABLE_FORMATS`` and refuses
+others with ``UnsupportedVersionError``), the point count, layout flags
+(organised, explicit offsets, coding order; bits 5-7 name one of
+``LAYOUT_PRESETS``, the layouts this package's importers publish, and then
+no field list follows), else the fields (one byte for a known name and
 type: an index into ``FIELD_NAMES`` and ``FIELD_TYPES``; other names
 spelled out), each field's plan in coding order (one byte of domain,
-constant flag, common-factor flag and predictor, then the grid step as a
-``STEP_TABLE`` index or a float64, and the predictor's parameters), then the
-range-coded words. Section 1, present only when a field needs it, is the
-zstd-compressed bytes of fields kept verbatim. The container's metadata
-stays empty, so a message costs the container's fixed 58 bytes (with frame
-id ``radar``) plus 5-8 bytes per field here, where the JSON plan of format
-1 cost 380-440 bytes; payloads of format 1 still decode.
+constant flag, common-factor flag and predictor; the grid step as a
+``STEP_TABLE`` index that also carries a common factor up to 15, or a
+float64; the predictor's parameters: a keyed predictor's key field, order,
+first-detection model and its sign in one varint; an options byte and the
+centers when used; a constant 0 is the plan byte alone), then the
+range-coded 32-bit words stored most significant byte first, their last
+bytes dropped where the payload decodes the same without them (the
+decoder pads with zeros). Section 1, present only when a field needs it,
+is the zstd-compressed bytes of fields kept verbatim. The container's
+metadata stays empty, so a message costs the container's fixed 58 bytes
+(with frame id ``radar``) plus 1-7 bytes per field here (format 2: 5-8
+bytes per field, and the field list spelled out; format 1: a JSON plan of
+380-440 bytes). Payloads of formats 1 and 2 still decode.
 """
 
 from __future__ import annotations
@@ -63,12 +84,31 @@ import struct
 import numpy as np
 import zstandard
 
-from ..errors import CodecError, InvalidFrameError, UnsupportedVersionError, WireFormatError
+from ..errors import (
+    CodecError,
+    InvalidFrameError,
+    SensorCodecError,
+    UnsupportedVersionError,
+    WireFormatError,
+)
 from ..frames import Modality, PointCloudFrame
-from ..pointcloud.entropy import (ADAPTIVE_BLOCK, ADAPTIVE_PRIOR, ALPHABET, Categorical,
-                                  StreamReader, StreamWriter, adaptive_blocks, from_symbols,
-                                  period_residual, read_adaptive, read_extra_bits, to_symbols,
-                                  undo_period_residual, zigzag)
+from ..pointcloud.entropy import (
+    ADAPTIVE_BLOCK,
+    ADAPTIVE_PRIOR,
+    ALPHABET,
+    DIRECT,
+    Categorical,
+    StreamReader,
+    StreamWriter,
+    adaptive_blocks,
+    from_symbols,
+    period_residual,
+    read_adaptive,
+    read_extra_bits,
+    to_symbols,
+    undo_period_residual,
+    zigzag,
+)
 from ..wire import Container, meta_get
 from .base import Codec, Param, empty_cloud_from_meta, register_codec
 from .streams import byte_shuffle, byte_unshuffle, zstd_decompress_exact
@@ -99,7 +139,7 @@ STEP_TABLE = (0.01, 0.1, 0.005, 0.05, 0.001, 0.0025, 0.025, 0.02, 0.04, 0.5, 0.2
 STEP_INTEGER, STEP_LITERAL = 0, 255
 
 LAYOUT_ORGANISED, LAYOUT_OFFSETS, LAYOUT_ORDER, LAYOUT_INTS_FIRST = 1, 2, 4, 8
-LAYOUT_PRESET = 0x10  # format 3: one byte names a layout of LAYOUT_PRESETS
+PRESET_SHIFT = 5  # format 3: flag bits 5-7 hold 1 + a LAYOUT_PRESETS index (0: none)
 # Format 3: packed layouts this package's importers publish, stored as their
 # index (part of the wire format: append only).
 LAYOUT_PRESETS = (
@@ -121,8 +161,11 @@ CONST_ZERO = 0x01      # format 3, with PLAN_CONST: every value 0, no step or va
 OPT_CONTEXT = 0x01     # one adaptive model per value of a key field (varint index follows)
 OPT_DICTIONARY = 0x02  # frequent exact residuals coded as one symbol each
 OPT_NONNEGATIVE = 0x04  # format 3: every residual >= 0, coded as unzigzag(r) (a bit saved a word)
-OPT_CYCLE = 0x08        # format 3, with the match predictor: track slots coded by their cycle
+OPT_PAIRS = 0x08        # format 3, match predictor: format 2's pair matching (else: cycle coder)
 MAX_CYCLE_VALUES = 256  # distinct values the cycle coder keeps (encoder offers it up to 64)
+CENTERS_SHIFT = 4       # format 3: options bits 4-5 count centers: residuals coded as (nearest
+MAX_CENTERS = 3         # of them or 0, offset); they follow the options as (s)varints
+SIGN_NONE, SIGN_NONNEGATIVE, SIGN_NONPOSITIVE = 0, 1, 2  # first-detection group, folded
 STEP_GCD_MAX = 15      # format 3: a table step's code also carries a common factor up to this
 NO_REF = 0  # field references are stored as index + 1
 
@@ -136,7 +179,7 @@ DICTIONARY_SIZE = 32         # most frequent earlier residuals offered as symbol
 DICTIONARY_ESCAPE_PRIOR = 0.5
 # Format 3 models adapt after every one of the first FAST_SINGLES symbols
 # (the start-up cost dominates small messages), then in blocks as format 2.
-FAST_SINGLES = 128
+FAST_SINGLES = 256
 # Initial counts: a floor for every symbol plus PRIOR_MASS spread over the
 # small symbols (residuals are mostly small), so fewer bits go to learning that.
 PRIOR_FLOOR, PRIOR_MASS, PRIOR_DECAY = 0.02, 3.0, 5.0
@@ -538,13 +581,11 @@ class RadarAdaptiveCodec(Codec):
         layout = tuple((name, dstr) for name, dstr, _, count in fields if count == 1)
         preset = LAYOUT_PRESETS.index(layout) if packed and layout in LAYOUT_PRESETS else None
         if preset is not None:
-            flags |= LAYOUT_PRESET
+            flags |= (preset + 1) << PRESET_SHIFT
         head.u8(flags)
         if frame.height > 1:
             head.varint(frame.height)
-        if preset is not None:
-            head.u8(preset)
-        else:
+        if preset is None:
             head.varint(len(names))
         for name, dstr, _, count in fields if preset is None else ():
             # One byte for a scalar field of a known name: name code, type code.
@@ -575,10 +616,44 @@ class RadarAdaptiveCodec(Codec):
             for i in verbatim:
                 head.u8(DOMAIN_RAW << 6)
         raw = b"".join(raw_parts)
-        sections = [head.getvalue() + writer.finish()]
+        header = head.getvalue()
+        sections = [header + _words_to_section(writer.finish())]
         if raw:
             sections.append(zstandard.ZstdCompressor(level=19).compress(raw))
-        return {}, sections
+        return {}, self._trim_tail(frame, header, sections)
+
+    def _trim_tail(self, frame: PointCloudFrame, header: bytes, sections: list) -> list:
+        """The range coder ends on whole 32-bit words, more than the decoder
+        needs: stored most significant byte first and padded with zeros when
+        read, the coded words lose their last bytes (the kept ones rounded up
+        where that helps) as long as the payload still decodes to the same
+        points, which is checked by decoding it."""
+        coded = sections[0][len(header):]
+        if not coded:
+            return sections
+
+        def decoded(body: bytes):
+            container = Container(frame.modality, self.name, self.model_id,
+                                  sections=[header + body] + sections[1:])
+            try:
+                return self._decode(container).points.tobytes()
+            except SensorCodecError:
+                return None
+
+        reference = decoded(coded)
+        value, best = int.from_bytes(coded, "big"), coded
+        for drop in range(1, min(len(coded), 8)):
+            for bump in (0, 1):
+                kept = (value >> (8 * drop)) + bump
+                if kept >= 1 << (8 * (len(coded) - drop)):
+                    continue
+                body = kept.to_bytes(len(coded) - drop, "big") if kept else b""
+                if decoded(body) == reference:
+                    best = body
+                    break
+            else:
+                break  # neither way decodes: fewer bytes will not either
+        return [header + best] + sections[1:]
 
     @staticmethod
     def _coding_order(columns: dict[int, _Field], names) -> list[int]:
@@ -622,13 +697,21 @@ class RadarAdaptiveCodec(Codec):
         candidates = [c for c in candidates if c is not None]
         best = sorted(candidates, key=lambda c: c[0])[:3]
         cost, plan, res = best[0]
-        context, dictionary, first, nonnegative = None, False, False, False
+        context, dictionary, first, nonnegative, centers = None, False, False, False, None
         keys = {c.index: c for c in coded}
+        center_sets: dict = {}
         for key in [None] + coded:  # one model per key value (per track slot) where that pays
             groups = [np.arange(n)] if key is None else _context_groups(key)
             if groups is None:
                 continue
-            for _, c_plan, c_res in best:
+            for b, (_, c_plan, c_res) in enumerate(best):
+                if b not in center_sets:
+                    # clustered large residuals (bursts 2.7 ms apart, radar cycles 50 ms
+                    # apart in a time field): offsets from the nearest center are small
+                    sets = []
+                    if c_res.size and np.abs(c_res).max() < 2 ** 44:
+                        sets = [_pick_centers(c_res, k) for k in range(1, MAX_CENTERS + 1)]
+                    center_sets[b] = [None] + [c for c in sets if c.size]
                 # a keyed prediction's first detections of each key (no history) apart
                 splits = (False, True) if key is None and c_plan[0] == PRED_KEY else (False,)
                 for split in splits:
@@ -636,16 +719,28 @@ class RadarAdaptiveCodec(Codec):
                     signs = (False, True) if c_res.size and c_res.min() >= 0 else (False,)
                     for use_dict in (False, True):
                         for unsigned in signs:
-                            coded_res = _fold_nonnegative(c_res) if unsigned else c_res
-                                # an options byte, and a field index for a context, in the header
-                            extra = 8 * (key is not None) + 8 * (
-                                key is not None or use_dict or unsigned)
-                            total = sum(_residual_cost(coded_res[g], use_dict)
-                                        for g in c_groups) + extra
-                            if total < cost:
-                                cost, plan, res = total, c_plan, c_res
-                                context, dictionary, first = key, use_dict, split
-                                nonnegative = unsigned
+                            # centers with one model per key value: too few values each
+                            plain = use_dict or key is not None
+                            for c_centers in [None] if plain else center_sets[b]:
+                                if c_centers is None:
+                                    coded_res = _fold_nonnegative(c_res) if unsigned else c_res
+                                    bits = sum(_residual_cost(coded_res[g], use_dict)
+                                               for g in c_groups)
+                                    stored = 0
+                                else:
+                                    bits = sum(_centered_cost(c_res[g], c_centers, unsigned)
+                                               for g in c_groups)
+                                    stored = sum(8 * len(_svarint_bytes(c, unsigned))
+                                                 for c in c_centers.tolist())
+                                # an options byte, a field index for a context and the
+                                # centers in the header
+                                total = bits + stored + 8 * (key is not None) + 8 * (
+                                    key is not None or use_dict or unsigned
+                                    or c_centers is not None)
+                                if total < cost:
+                                    cost, plan, res = total, c_plan, c_res
+                                    context, dictionary, first = key, use_dict, split
+                                    nonnegative, centers = unsigned, c_centers
         cycle = None
         if (not f.is_float and 2 < n <= MAX_SEQUENTIAL_POINTS
                 and np.unique(f.base).size <= MAX_CONTEXTS):
@@ -655,9 +750,22 @@ class RadarAdaptiveCodec(Codec):
                 cycle = (symbols, escapes)
                 plan, context, dictionary, first, nonnegative = (PRED_MATCH,), None, False, \
                     False, False
+                centers = None
+        groups = [np.arange(n)] if context is None else _context_groups(context)
+        if first:
+            groups = _first_groups(keys[plan[1]])
+        first_sign = SIGN_NONE
+        if first and not (dictionary or nonnegative or centers is not None) and groups[1].size:
+            # the first detections' values (no prediction) often share a sign: x ahead
+            lone = res[groups[1]]
+            cheapest = _fast_cost(lone)
+            for sign, same in ((SIGN_NONNEGATIVE, lone), (SIGN_NONPOSITIVE, -lone)):
+                if same.min() >= 0 and _fast_cost(_fold_nonnegative(same)) < cheapest:
+                    first_sign, cheapest = sign, _fast_cost(_fold_nonnegative(same))
         options = (OPT_CONTEXT if context is not None else 0) | (
             OPT_DICTIONARY if dictionary else 0) | (OPT_NONNEGATIVE if nonnegative else 0) | (
-            OPT_CYCLE if cycle is not None else 0)
+            OPT_PAIRS if plan[0] == PRED_MATCH and cycle is None else 0) | (
+            (centers.size << CENTERS_SHIFT) if centers is not None else 0)
         pred = PRED_PREVIOUS if plan[0] == PRED_PERIOD and plan[1] == 1 else plan[0]
         byte_at = len(head.parts)
         head.u8(0)  # the plan byte, once the step code says whether it holds the factor
@@ -677,8 +785,9 @@ class RadarAdaptiveCodec(Codec):
             head.varint(NO_REF if ref_idx is None else ref_idx + 1)
             head.svarint(c)
         elif plan[0] == PRED_KEY:
-            # key field, order and whether first detections of a key have their own model
-            head.varint(plan[1] * 4 + (plan[2] - 1) * 2 + first)
+            # key field, order, whether first detections of a key have their own model
+            # and the sign they share
+            head.varint(plan[1] << 4 | (plan[2] - 1) << 3 | first << 2 | first_sign)
         elif plan[0] == PRED_RANGE:
             _, others, sign = plan
             head.u8(len(others) | (0x80 if sign < 0 else 0))
@@ -692,11 +801,18 @@ class RadarAdaptiveCodec(Codec):
             _write_fast(writer, cycle[0])
             _write_fast(writer, cycle[1])
             return
-        groups = [np.arange(n)] if context is None else _context_groups(context)
-        if first:
-            groups = _first_groups(keys[plan[1]])
+        if centers is not None:
+            for c in centers.tolist():
+                (head.varint if nonnegative else head.svarint)(c)
+            for g in groups:
+                _write_centered(writer, res[g], centers, nonnegative)
+            return
         if nonnegative:
             res = _fold_nonnegative(res)
+        if first_sign != SIGN_NONE:
+            res = res.copy()
+            res[groups[1]] = _fold_nonnegative(res[groups[1]] * (
+                1 if first_sign == SIGN_NONNEGATIVE else -1))
         for g in groups:
             if dictionary:
                 _write_dictionary_adaptive(writer, res[g])
@@ -762,7 +878,8 @@ class RadarAdaptiveCodec(Codec):
         records, n = head.records, head.records.size
         decoded: dict[int, _Field] = {}
         if n:
-            reader = StreamReader(c.sections[0][head.end:])
+            body = c.sections[0][head.end:]
+            reader = StreamReader(_section_to_words(body) if head.version >= 3 else body)
             for i, plan in zip(head.order, head.plans):
                 if plan is not None:
                     decoded[i] = self._decode_field(plan, reader, decoded, records, n,
@@ -813,10 +930,18 @@ class RadarAdaptiveCodec(Codec):
             read = _read_dictionary_adaptive if plan["dictionary"] else fast
             if groups:
                 res = np.empty(n, np.int64)
+            if plan["centers"] is not None:
+                for g in groups:
+                    res[g] = _read_centered(reader, g.size, plan["centers"], plan["nonnegative"])
+                groups = []
             for g in groups:
                 res[g] = read(reader, g.size)
-            if plan["nonnegative"]:
+            if plan["nonnegative"] and groups:
                 res = zigzag(res).astype(np.int64)
+            if plan["first_sign"] != SIGN_NONE and groups:
+                lone = groups[1]
+                res[lone] = zigzag(res[lone]).astype(np.int64) * (
+                    1 if plan["first_sign"] == SIGN_NONNEGATIVE else -1)
             pred = plan["pred"]
             if pred == PRED_NONE:
                 base = res
@@ -903,16 +1028,16 @@ def _read_header(c: Container) -> _Header:
     n = p.varint("point count")
     flags = p.u8("layout flags")
     known = LAYOUT_ORGANISED | LAYOUT_OFFSETS | LAYOUT_ORDER | LAYOUT_INTS_FIRST
-    if flags & ~(known | (LAYOUT_PRESET if version >= 3 else 0)):
+    preset = (flags >> PRESET_SHIFT) - 1 if version >= 3 else -1
+    if flags & ~(known | (0xFF << PRESET_SHIFT & 0xFF if version >= 3 else 0)):
         raise WireFormatError(f"radar_ac layout flags {flags:#x} hold unknown bits")
-    if flags & LAYOUT_PRESET and flags & LAYOUT_OFFSETS:
+    if preset >= 0 and flags & LAYOUT_OFFSETS:
         raise WireFormatError("radar_ac layout preset comes with explicit offsets")
     height = p.varint("height", MAX_INT) if flags & LAYOUT_ORGANISED else 1
     if height == 0 or n % height:
         raise WireFormatError(f"radar_ac height {height} does not divide {n} points")
     fields = []
-    if flags & LAYOUT_PRESET:
-        preset = p.u8("layout preset")
+    if preset >= 0:
         if preset >= len(LAYOUT_PRESETS):
             raise WireFormatError(f"radar_ac layout preset {preset} is not in this decoder's "
                                   f"table of {len(LAYOUT_PRESETS)}")
@@ -1045,10 +1170,14 @@ def _read_plan(p: _Parse, i: int, fields: list, seen: dict, n: int, version: int
                                   f"{MAX_SEQUENTIAL_POINTS} detections, has {n}")
     elif pred == PRED_KEY:
         if version >= 3:
-            code = p.varint("key field", 4 * 4095 + 3)
-            plan["key"] = earlier("key", code >> 2)
-            plan["order"] = (code >> 1 & 1) + 1
-            plan["first"] = bool(code & 1)
+            code = p.varint("key field", 4095 << 4 | 15)
+            plan["key"] = earlier("key", code >> 4)
+            plan["order"] = (code >> 3 & 1) + 1
+            plan["first"] = bool(code & 4)
+            plan["first_sign"] = code & 3
+            if plan["first_sign"] not in (SIGN_NONE, SIGN_NONNEGATIVE, SIGN_NONPOSITIVE) or (
+                    plan["first_sign"] and not plan["first"]):
+                raise WireFormatError(f"radar_ac key predictor of {name!r} has code {code}")
         else:
             plan["key"] = earlier("key", p.varint("key field", 4095))
             plan["order"] = p.u8("key order")
@@ -1057,15 +1186,24 @@ def _read_plan(p: _Parse, i: int, fields: list, seen: dict, n: int, version: int
     else:
         raise WireFormatError(f"radar_ac field {name!r} has unknown predictor {pred}")
     options = p.u8("plan options") if has_options else 0
-    allowed = OPT_CONTEXT | OPT_DICTIONARY | (OPT_NONNEGATIVE | OPT_CYCLE if version >= 3
-                                              else 0)
+    allowed = OPT_CONTEXT | OPT_DICTIONARY | (
+        OPT_NONNEGATIVE | OPT_PAIRS | 3 << CENTERS_SHIFT if version >= 3 else 0)
     if options & ~allowed or (has_options and not options):
         raise WireFormatError(f"radar_ac field {name!r} has unknown plan options {options:#x}")
     plan.setdefault("first", False)
-    plan["cycle"] = bool(options & OPT_CYCLE)
-    if plan["cycle"] and (pred != PRED_MATCH or options != OPT_CYCLE):
-        raise WireFormatError(f"radar_ac field {name!r} has the cycle coder without the match "
-                              f"predictor or with other options ({options:#x})")
+    plan.setdefault("first_sign", SIGN_NONE)
+    if options & OPT_PAIRS and pred != PRED_MATCH:
+        raise WireFormatError(f"radar_ac field {name!r} has pair matching without the match "
+                              "predictor")
+    # format 3: the match predictor alone is the cycle coder
+    plan["cycle"] = version >= 3 and pred == PRED_MATCH and not options & OPT_PAIRS
+    if plan["cycle"] and options:
+        raise WireFormatError(f"radar_ac field {name!r} has the cycle coder with options "
+                              f"{options:#x}")
+    if plan["first_sign"] and (options & (OPT_DICTIONARY | OPT_NONNEGATIVE)
+                               or options >> CENTERS_SHIFT & 3):
+        raise WireFormatError(f"radar_ac field {name!r} folds its first detections and has "
+                              f"options {options:#x}")
     if plan["first"] and options & OPT_CONTEXT:
         raise WireFormatError(f"radar_ac field {name!r} splits first detections and has "
                               f"contexts (options {options:#x}): one grouping only")
@@ -1073,6 +1211,16 @@ def _read_plan(p: _Parse, i: int, fields: list, seen: dict, n: int, version: int
     plan["dictionary"] = bool(options & OPT_DICTIONARY)
     plan["context"] = (earlier("context", p.varint("context field", 4095))
                        if options & OPT_CONTEXT else None)
+    plan["centers"] = None
+    k = options >> CENTERS_SHIFT & 3
+    if k:
+        if options & OPT_DICTIONARY:
+            raise WireFormatError(f"radar_ac field {name!r} has centers and a dictionary")
+        read = (lambda: p.varint("center")) if plan["nonnegative"] else (
+            lambda: p.svarint("center"))
+        plan["centers"] = np.array([read() for _ in range(k)], np.int64)
+        if np.abs(plan["centers"]).max() >= 2 ** 44:
+            raise WireFormatError(f"radar_ac field {name!r} has a center beyond 2**44")
     return plan
 
 
@@ -1328,6 +1476,84 @@ def _undo_cycle_symbols(symbols: np.ndarray, escapes: np.ndarray) -> np.ndarray:
         _cycle_step(v, known, cycle)
         out.append(v)
     return np.array(out, np.int64)
+
+
+def _svarint_bytes(v: int, unsigned: bool = False) -> bytes:
+    out = _Bytes()
+    (out.varint if unsigned else out.svarint)(v)
+    return out.getvalue()
+
+
+def _pick_centers(values: np.ndarray, k: int) -> np.ndarray:
+    """Up to ``k`` centers of the residuals too large to be symbols themselves
+    (a few rounds of one-dimensional k-means seeded at quantiles; 0 is always
+    a center too, implicitly)."""
+    big = values[np.abs(values) >= DIRECT]
+    if big.size < 2 * k:
+        return np.zeros(0, np.int64)
+    centers = np.quantile(big, np.linspace(0, 1, k + 2)[1:-1])
+    for _ in range(8):
+        cls = _nearest_center(big, np.round(centers).astype(np.int64))
+        centers = np.array([np.median(big[cls == j + 1]) if (cls == j + 1).any() else centers[j]
+                            for j in range(k)])
+    centers = np.unique(np.round(centers).astype(np.int64))
+    return centers[np.abs(centers) >= DIRECT]
+
+
+def _nearest_center(values: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Class of each value: 0 for the implicit center 0, j + 1 for centers[j]."""
+    everything = np.r_[0, centers]
+    return np.argmin(np.abs(values[:, None] - everything[None, :]), axis=1)
+
+
+def _centered_parts(values: np.ndarray, centers: np.ndarray, nonnegative: bool):
+    """The class stream, then each class's offsets from its center (class 0
+    folded when the residuals are all >= 0)."""
+    cls = _nearest_center(values, centers)
+    parts = [_fold_nonnegative(cls)]
+    for j, c in enumerate(np.r_[0, centers].tolist()):
+        offsets = values[cls == j] - c
+        parts.append(_fold_nonnegative(offsets) if j == 0 and nonnegative else offsets)
+    return parts
+
+
+def _centered_cost(values: np.ndarray, centers: np.ndarray, nonnegative: bool) -> float:
+    return sum(_fast_cost(part) for part in _centered_parts(values, centers, nonnegative))
+
+
+def _write_centered(writer: StreamWriter, values: np.ndarray, centers: np.ndarray,
+                    nonnegative: bool) -> None:
+    for part in _centered_parts(values, centers, nonnegative):
+        _write_fast(writer, part)
+
+
+def _read_centered(reader: StreamReader, count: int, centers: np.ndarray,
+                   nonnegative: bool) -> np.ndarray:
+    cls = zigzag(_read_fast(reader, count)).astype(np.int64)
+    if cls.size and int(cls.max()) > centers.size:
+        raise WireFormatError(f"radar_ac center class {int(cls.max())} beyond the "
+                              f"{centers.size} centers")
+    out = np.empty(count, np.int64)
+    for j, c in enumerate(np.r_[0, centers].tolist()):
+        where = np.flatnonzero(cls == j)
+        offsets = _read_fast(reader, where.size)
+        if j == 0 and nonnegative:
+            offsets = zigzag(offsets).astype(np.int64)
+        out[where] = offsets + c
+    return out
+
+
+def _words_to_section(words: bytes) -> bytes:
+    """Format 3 stores the range coder's little-endian 32-bit words most
+    significant byte first, so that its final bytes are the least significant."""
+    return np.frombuffer(words, "<u4").astype(">u4").tobytes()
+
+
+def _section_to_words(body: bytes) -> bytes:
+    """Inverse of ``_words_to_section`` for a body whose last bytes may have
+    been dropped: zeros stand in for them."""
+    padded = body + bytes(-len(body) % 4)
+    return np.frombuffer(padded, ">u4").astype("<u4").tobytes()
 
 
 def _fold_nonnegative(values: np.ndarray) -> np.ndarray:
