@@ -424,7 +424,7 @@ def _choose_mode(sym, ctx, model: ContextModel, name: str, scale: int, chunks):
     frame's own histogram if cheaper."""
     plan = OnlinePlan(sym, ctx, model.table(name, scale), chunks)
     online_bits = plan.cost_bits()
-    counts = np.bincount(sym, minlength=ALPHABET)
+    counts = plan.hist.reshape(-1, ALPHABET).sum(axis=0)  # the plan has counted them
     nz = counts[counts > 0]
     adaptive_bits = float(-(nz * np.log2(nz / sym.size)).sum()) + 8 * (1 + 3 * nz.size)
     if online_bits <= adaptive_bits:
