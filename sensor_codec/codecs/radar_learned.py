@@ -185,6 +185,8 @@ FAST_SINGLES = 256
 PRIOR_FLOOR, PRIOR_MASS, PRIOR_DECAY = 0.02, 3.0, 5.0
 _DECAY = np.exp(-np.arange(ALPHABET) / PRIOR_DECAY)
 FAST_PRIOR = PRIOR_FLOOR + PRIOR_MASS * _DECAY / _DECAY.sum()
+# The first detections of each key are values, not residuals: no symbol favoured.
+FIRST_PRIOR = np.full(ALPHABET, 0.05)
 
 _F64 = struct.Struct("<d")
 
@@ -724,8 +726,9 @@ class RadarAdaptiveCodec(Codec):
                             for c_centers in [None] if plain else center_sets[b]:
                                 if c_centers is None:
                                     coded_res = _fold_nonnegative(c_res) if unsigned else c_res
-                                    bits = sum(_residual_cost(coded_res[g], use_dict)
-                                               for g in c_groups)
+                                    bits = sum(_residual_cost(coded_res[g], use_dict,
+                                                              split and j == 1)
+                                               for j, g in enumerate(c_groups))
                                     stored = 0
                                 else:
                                     bits = sum(_centered_cost(c_res[g], c_centers, unsigned)
@@ -758,10 +761,11 @@ class RadarAdaptiveCodec(Codec):
         if first and not (dictionary or nonnegative or centers is not None) and groups[1].size:
             # the first detections' values (no prediction) often share a sign: x ahead
             lone = res[groups[1]]
-            cheapest = _fast_cost(lone)
+            cheapest = _fast_cost(lone, FIRST_PRIOR)
             for sign, same in ((SIGN_NONNEGATIVE, lone), (SIGN_NONPOSITIVE, -lone)):
-                if same.min() >= 0 and _fast_cost(_fold_nonnegative(same)) < cheapest:
-                    first_sign, cheapest = sign, _fast_cost(_fold_nonnegative(same))
+                folded_cost = _fast_cost(_fold_nonnegative(same), FIRST_PRIOR)
+                if same.min() >= 0 and folded_cost < cheapest:
+                    first_sign, cheapest = sign, folded_cost
         options = (OPT_CONTEXT if context is not None else 0) | (
             OPT_DICTIONARY if dictionary else 0) | (OPT_NONNEGATIVE if nonnegative else 0) | (
             OPT_PAIRS if plan[0] == PRED_MATCH and cycle is None else 0) | (
@@ -813,11 +817,11 @@ class RadarAdaptiveCodec(Codec):
             res = res.copy()
             res[groups[1]] = _fold_nonnegative(res[groups[1]] * (
                 1 if first_sign == SIGN_NONNEGATIVE else -1))
-        for g in groups:
+        for j, g in enumerate(groups):
             if dictionary:
                 _write_dictionary_adaptive(writer, res[g])
             else:
-                _write_fast(writer, res[g])
+                _write_fast(writer, res[g], FIRST_PRIOR if first and j == 1 else FAST_PRIOR)
 
     def _radial_candidates(self, f: _Field, coded: list[_Field]) -> list:
         if f.domain != DOMAIN_GRID or f.step == 0 or f.name.lower() not in VELOCITY_NAMES:
@@ -934,8 +938,11 @@ class RadarAdaptiveCodec(Codec):
                 for g in groups:
                     res[g] = _read_centered(reader, g.size, plan["centers"], plan["nonnegative"])
                 groups = []
-            for g in groups:
-                res[g] = read(reader, g.size)
+            for j, g in enumerate(groups):
+                if plan["first"] and j == 1 and not plan["dictionary"]:
+                    res[g] = _read_fast(reader, g.size, FIRST_PRIOR)
+                else:
+                    res[g] = read(reader, g.size)
             if plan["nonnegative"] and groups:
                 res = zigzag(res).astype(np.int64)
             if plan["first_sign"] != SIGN_NONE and groups:
@@ -1305,7 +1312,8 @@ def _fast_blocks(n: int) -> list[tuple[int, int]]:
 _FAMILY = Categorical(perfect=False)  # one probability row per symbol, given at coding time
 
 
-def _write_fast(writer: StreamWriter, values: np.ndarray) -> None:
+def _write_fast(writer: StreamWriter, values: np.ndarray,
+                prior: np.ndarray = FAST_PRIOR) -> None:
     """Format 3's adaptive coder: like ``write_adaptive`` with FAST_SINGLES
     single-symbol steps first. Those are coded in one call, each with its own
     row of counts (the decoder rebuilds each row with the same family)."""
@@ -1315,20 +1323,20 @@ def _write_fast(writer: StreamWriter, values: np.ndarray) -> None:
     k = min(sym.size, FAST_SINGLES)
     onehot = np.zeros((k, ALPHABET))
     onehot[np.arange(k), sym[:k]] = 1.0
-    rows = FAST_PRIOR + np.cumsum(onehot, axis=0) - onehot
+    rows = prior + np.cumsum(onehot, axis=0) - onehot
     writer.enc.encode(sym[:k], _FAMILY, rows)
-    counts = FAST_PRIOR + onehot.sum(axis=0)
+    counts = prior + onehot.sum(axis=0)
     for a, b in _fast_blocks(sym.size)[k:]:
         writer.enc.encode(sym[a:b], Categorical(counts, perfect=False))
         counts += np.bincount(sym[a:b], minlength=ALPHABET)
     writer.write_extra(nextra, extra)
 
 
-def _read_fast(reader: StreamReader, count: int) -> np.ndarray:
+def _read_fast(reader: StreamReader, count: int, prior: np.ndarray = FAST_PRIOR) -> np.ndarray:
     if count == 0:
         return np.zeros(0, np.int64)
     sym = np.empty(count, np.int32)
-    counts = FAST_PRIOR.copy()
+    counts = prior.copy()
     for a, b in _fast_blocks(count):
         if b - a == 1 and a < FAST_SINGLES:
             s = np.asarray(reader.dec.decode(_FAMILY, counts[None, :]), np.int32)
@@ -1342,7 +1350,7 @@ def _read_fast(reader: StreamReader, count: int) -> np.ndarray:
     return from_symbols(sym, read_extra_bits(reader.dec, sym))
 
 
-def _fast_cost(values: np.ndarray) -> float:
+def _fast_cost(values: np.ndarray, prior: np.ndarray = FAST_PRIOR) -> float:
     """Ideal cost in bits of ``_write_fast`` (for choosing predictors)."""
     if values.size == 0:
         return 0.0
@@ -1356,19 +1364,20 @@ def _fast_cost(values: np.ndarray) -> float:
     run_start = np.maximum.accumulate(np.where(np.r_[True, ranked[1:] != ranked[:-1]], idx, 0))
     before = np.empty(k)
     before[order] = idx - run_start
-    bits = float(nextra.sum()) - float(np.log2((FAST_PRIOR[head] + before)
-                                               / (FAST_PRIOR.sum() + idx)).sum())
-    counts = FAST_PRIOR + np.bincount(head, minlength=ALPHABET)
+    bits = float(nextra.sum()) - float(np.log2((prior[head] + before)
+                                               / (prior.sum() + idx)).sum())
+    counts = prior + np.bincount(head, minlength=ALPHABET)
     for a, b in _fast_blocks(sym.size)[k:]:
         bits -= float(np.log2((counts / counts.sum())[sym[a:b]]).sum())
         counts += np.bincount(sym[a:b], minlength=ALPHABET)
     return bits
 
 
-def _residual_cost(values: np.ndarray, dictionary: bool) -> float:
-    """Ideal cost in bits of ``_write_fast`` or ``_write_dictionary_adaptive``."""
+def _residual_cost(values: np.ndarray, dictionary: bool, first: bool = False) -> float:
+    """Ideal cost in bits of ``_write_fast`` (with ``FIRST_PRIOR`` for a group of
+    first detections) or ``_write_dictionary_adaptive``."""
     if not dictionary:
-        return _fast_cost(values)
+        return _fast_cost(values, FIRST_PRIOR if first else FAST_PRIOR)
     bits = 0.0
     counts = np.full(ALPHABET, ADAPTIVE_PRIOR)
     escapes = DICTIONARY_ESCAPE_PRIOR
