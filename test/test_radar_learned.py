@@ -617,6 +617,22 @@ def test_cycle_coder_and_centers_refuse_other_options():
         decode(_forged_payload(fine + fine + centers_with_dictionary, [[1, 2, 3]] * 3))
 
 
+def test_breakdown_accounts_for_the_header_and_words():
+    frame = track_stream(cycles=20, slots=6, seed=2)
+    codec = RadarAdaptiveCodec()
+    payload, parts = codec.encode_with_breakdown(frame)
+    assert payload == codec.encode(frame)
+    c = unpack(payload)
+    end = _read_header(c).end
+    assert parts["layout"] + sum(plan for _, plan, _ in parts["fields"]) == end
+    assert parts["words"] == len(c.sections[0]) - end
+    assert [name for name, _, _ in parts["fields"]] == [p["name"] for p in
+                                                        _read_header(c).plans]
+    # the coder's words before trimming, at most 7 bytes longer than stored
+    coded_bits = sum(bits for _, _, bits in parts["fields"])
+    assert parts["words"] <= coded_bits / 8 + 4 and coded_bits / 8 <= parts["words"] + 8
+
+
 def test_first_detections_and_contexts_are_exclusive():
     from sensor_codec.codecs.radar_learned import OPT_CONTEXT, PLAN_OPTIONS
     fine = bytes([0x00, 1])  # grid domain, no predictor, step 0.01

@@ -109,7 +109,7 @@ from ..pointcloud.entropy import (
     undo_period_residual,
     zigzag,
 )
-from ..wire import Container, meta_get
+from ..wire import Container, meta_get, unpack
 from .base import Codec, Param, empty_cloud_from_meta, register_codec
 from .streams import byte_shuffle, byte_unshuffle, zstd_decompress_exact
 
@@ -611,9 +611,13 @@ class RadarAdaptiveCodec(Codec):
 
         writer = StreamWriter()
         coded: list[_Field] = []
+        self._breakdown = {"layout": len(head.getvalue()), "fields": []}
         for i in order:
+            plan_at, bits_at = len(head.getvalue()), writer.enc.num_bits()
             self._plan_and_write(columns[i], coded, head, writer)
             coded.append(columns[i])
+            self._breakdown["fields"].append(
+                (names[i], len(head.getvalue()) - plan_at, writer.enc.num_bits() - bits_at))
         if n:
             for i in verbatim:
                 head.u8(DOMAIN_RAW << 6)
@@ -623,6 +627,17 @@ class RadarAdaptiveCodec(Codec):
         if raw:
             sections.append(zstandard.ZstdCompressor(level=19).compress(raw))
         return {}, self._trim_tail(frame, header, sections)
+
+    def encode_with_breakdown(self, frame: PointCloudFrame) -> tuple[bytes, dict]:
+        """The payload and where its section-0 bytes go: ``layout`` (format
+        byte, count, flags, field list), per coded field ``(name, plan bytes,
+        range-coded bits)`` and ``words``, the range coder's output after the
+        trimmed tail (for benchmarks; fields kept verbatim are not listed)."""
+        payload = self.encode(frame)
+        breakdown = dict(self._breakdown)
+        head = _read_header(unpack(payload))
+        breakdown["words"] = len(unpack(payload).sections[0]) - head.end
+        return payload, breakdown
 
     def _trim_tail(self, frame: PointCloudFrame, header: bytes, sections: list) -> list:
         """The range coder ends on whole 32-bit words, more than the decoder
