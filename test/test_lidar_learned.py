@@ -818,3 +818,128 @@ def test_batched_lag_search_equals_one_at_a_time():
         for G, lags in zip(batch, got):
             np.testing.assert_array_equal(lags, choose_lags(G))
     assert (choose_lags_batch(walk)[3][35:] == 35).all()
+
+
+# --- speed-ups that must not change a bit --------------------------------------
+
+
+def _plain_origin_search(xyz):
+    """``estimate_origin`` written plainly: coordinate descent, every
+    candidate (the current origin included) scored from scratch by the
+    float entropy of its tan(elevation) histogram."""
+    from sensor_codec.pointcloud import rangeimage as ri
+    n = xyz.shape[0]
+    x = xyz[np.linspace(0, n - 1, min(n, ri.ORIGIN_SAMPLE)).astype(np.int64)]
+    x = x[np.isfinite(x).all(axis=1)]
+    x = x[np.hypot(x[:, 0], x[:, 1]) > ri.ORIGIN_MIN_HORIZONTAL]
+    origin = np.zeros(3)
+    for step in ri.ORIGIN_STEPS:
+        for axis in (2, 0, 1):
+            scores = []
+            for move in range(-3, 4):
+                o = origin.copy()
+                o[axis] += move * step
+                d = x - o
+                k = np.floor(d[:, 2] / np.hypot(d[:, 0], d[:, 1]) / ri.ORIGIN_BIN)
+                counts = np.unique(k, return_counts=True)[1].astype(np.float64)
+                scores.append(-(counts * np.log2(counts)).sum())
+            best = int(np.argmin(scores))
+            origin = origin.copy()
+            origin[axis] += (best - 3) * step
+    return origin
+
+
+def test_origin_search_matches_the_plain_coordinate_descent():
+    """The carried-over fixed-point scores pick the origin the plain search
+    picks (sensor off the origin, shifted again, every other point)."""
+    from sensor_codec.pointcloud.rangeimage import estimate_origin
+    xyz, _ = scan(n_beams=32, n_az=400, seed=5)
+    rng = np.random.default_rng(41)
+    for offset in ([0.12, -0.07, 0.21], rng.uniform(-0.3, 0.3, 3), [0.0, 0.0, 0.0]):
+        for cloud_xyz in (xyz + offset, (xyz + offset)[::2]):
+            found = estimate_origin(cloud_xyz)
+            np.testing.assert_array_equal(np.round(found * 1000),
+                                          np.round(_plain_origin_search(cloud_xyz) * 1000))
+    assert np.abs(estimate_origin(xyz + [0.12, -0.07, 0.21]) - [0.12, -0.07, 0.21]).max() <= 0.011
+
+
+def _plain_nearest_in_previous_beam(beams, az):
+    """For each point (coded order): the previous beam's point of nearest
+    azimuth; on a tie the lower azimuth; among equal azimuths the last in
+    coded order below, the first at or above."""
+    up = np.full(beams.size, -1)
+    labels = np.unique(beams)
+    for i in range(beams.size):
+        below_labels = labels[labels < beams[i]]
+        if not below_labels.size:
+            continue
+        cand = np.flatnonzero(beams == below_labels[-1])
+        lower, upper = cand[az[cand] < az[i]], cand[az[cand] >= az[i]]
+        lo = lower[az[lower] == az[lower].max()][-1] if lower.size else None
+        hi = upper[az[upper] == az[upper].min()][0] if upper.size else None
+        if hi is None or (lo is not None and az[i] - az[lo] <= az[hi] - az[i]):
+            up[i] = lo
+        else:
+            up[i] = hi
+    return up
+
+
+@pytest.mark.parametrize("span", [5, 40, 10 ** 7])  # key table, and merge of sorted keys
+def test_nearest_in_previous_beam_matches_a_plain_search(span):
+    from sensor_codec.pointcloud.rangeimage import nearest_in_previous_beam
+    rng = np.random.default_rng(span)
+    for m in (1, 2, 60, 300):
+        beams = np.sort(rng.choice([0, 2, 3, 7], size=m))
+        az = rng.integers(-span, span, size=m)
+        np.testing.assert_array_equal(nearest_in_previous_beam(beams, az),
+                                      _plain_nearest_in_previous_beam(beams, az))
+
+
+def test_lag_search_of_the_few_points_left_equals_the_full_search(monkeypatch):
+    """Once few points lack an exact copy in reach, ``choose_lags`` searches
+    the remaining lags for those alone: the same lags as lag by lag."""
+    from sensor_codec.pointcloud import sequence
+    rng = np.random.default_rng(43)
+    spots = rng.integers(-50, 50, size=(12, 3))
+    G = spots[rng.integers(0, 12, size=3000)]  # placeholders: many exact copies
+    G[rng.random(3000) < 0.08] += rng.integers(-4, 5, size=(1, 3))
+    used = []
+    real = sequence._search_lags_of
+    monkeypatch.setattr(sequence, "_search_lags_of", lambda *a: used.append(1) or real(*a))
+    for max_lag in (8, 32, 64):
+        fast = sequence.choose_lags(G, max_lag)
+        with monkeypatch.context() as m:
+            m.setattr(sequence, "LAG_CHECK_EVERY", 10 ** 9)  # lag by lag throughout
+            np.testing.assert_array_equal(fast, sequence.choose_lags(G, max_lag))
+    assert len(used) == 2  # with max_lag 8 the search ends before few points are left
+
+
+def test_histograms_quantised_and_packed_together_equal_one_by_one():
+    from sensor_codec.pointcloud import entropy
+    rng = np.random.default_rng(44)
+    counts = rng.integers(0, 5000, size=(9, entropy.ALPHABET)) * (rng.random((9, entropy.ALPHABET)) < 0.3)
+    counts[:, 0] += 1  # every row has a symbol
+    rows = entropy.quantise_histograms(counts)
+    for row, c in zip(rows, counts):
+        np.testing.assert_array_equal(row, entropy.quantise_histogram(c.astype(np.float64)))
+    assert entropy.pack_histograms(rows) == b"".join(entropy.pack_histogram(r) for r in rows)
+
+
+@pytest.mark.parametrize("spread", [3, 60, 2 ** 15 + 5, -4])
+def test_stream_groups_by_context_round_trip(spread):
+    """Symbols grouped by a bincount of the contexts (small non-negative
+    ids) or a sort (others) decode back in place."""
+    from sensor_codec.pointcloud import entropy
+    rng = np.random.default_rng(abs(spread))
+    ctx = rng.integers(min(spread, 0), abs(spread), size=2000)
+    values = rng.integers(-40, 40, size=2000) * (ctx % 3)
+    order, ids, lengths = entropy.context_runs(ctx)
+    np.testing.assert_array_equal(order, np.argsort(ctx, kind="stable"))
+    np.testing.assert_array_equal(ids, np.unique(ctx))
+    assert lengths.sum() == ctx.size
+    shift = ctx - ctx.min()
+    table = np.ones((int(shift.max()) + 1, entropy.ALPHABET))
+    writer = entropy.StreamWriter()
+    writer.write(values, shift, table)
+    got = entropy.StreamReader(writer.finish()).read(values.size, shift, table)
+    np.testing.assert_array_equal(got, values)
