@@ -165,6 +165,7 @@ OPT_PAIRS = 0x08        # format 3, match predictor: format 2's pair matching (e
 MAX_CYCLE_VALUES = 256  # distinct values the cycle coder keeps (encoder offers it up to 64)
 CENTERS_SHIFT = 4       # format 3: options bits 4-5 count centers: residuals coded as (nearest
 MAX_CENTERS = 3         # of them or 0, offset); they follow the options as (s)varints
+MIN_CENTERED = 8        # large residuals below this count cannot pay for a center's bytes
 SIGN_NONE, SIGN_NONNEGATIVE, SIGN_NONPOSITIVE = 0, 1, 2  # first-detection group, folded
 STEP_GCD_MAX = 15      # format 3: a table step's code also carries a common factor up to this
 NO_REF = 0  # field references are stored as index + 1
@@ -1513,10 +1514,10 @@ def _pick_centers(values: np.ndarray, k: int) -> np.ndarray:
     (a few rounds of one-dimensional k-means seeded at quantiles; 0 is always
     a center too, implicitly)."""
     big = values[np.abs(values) >= DIRECT]
-    if big.size < 2 * k:
+    if big.size < max(2 * k, MIN_CENTERED):
         return np.zeros(0, np.int64)
     centers = np.quantile(big, np.linspace(0, 1, k + 2)[1:-1])
-    for _ in range(8):
+    for _ in range(5):
         cls = _nearest_center(big, np.round(centers).astype(np.int64))
         centers = np.array([np.median(big[cls == j + 1]) if (cls == j + 1).any() else centers[j]
                             for j in range(k)])
