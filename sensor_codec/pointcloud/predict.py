@@ -36,11 +36,13 @@ from .context_model import ContextModel
 from .entropy import (
     ALPHABET,
     DIRECT,
+    EXTRA_CHUNK,
     Categorical,
     SideReader,
     SideWriter,
     StreamReader,
     StreamWriter,
+    Uniform,
     counts_bits,
     estimate_bits,
     quantise_histogram,
@@ -405,12 +407,21 @@ class OnlinePlan:
         if not big.size:  # no extra bits: one pass over every run
             deque(map(encode, parts, models), 0)
             return
+        width = nextra[big]
+        one_chunk = int(width.max()) <= EXTRA_CHUNK
+        if one_chunk:  # what _write_extra_of codes, prepared once for every chunk
+            bits = extra[big].astype(np.int32)
+            sizes = (np.int64(1) << width).astype(np.int32)
+            uniform = Uniform()
         for j in range(n):
             r0, r1 = chunk_runs[j], chunk_runs[j + 1]
             deque(map(encode, parts[r0:r1], models[r0:r1]), 0)
-            if chunk_big[j] < chunk_big[j + 1]:
-                sel = big[chunk_big[j]:chunk_big[j + 1]]
-                writer._write_extra_of(nextra[sel], extra[sel])
+            b0, b1 = chunk_big[j], chunk_big[j + 1]
+            if b0 < b1:
+                if one_chunk:
+                    encode(bits[b0:b1], uniform, sizes[b0:b1])
+                else:
+                    writer._write_extra_of(width[b0:b1], extra[big[b0:b1]])
 
 
 def online_cost_bits(sym, ctx, prior: np.ndarray, chunks,
