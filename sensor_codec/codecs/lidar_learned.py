@@ -375,10 +375,13 @@ class RangeCodeLidar(Codec):
         # per-axis column operations: reductions over a 3-wide axis are slow
         finite = np.isfinite(xyz[:, 0]) & np.isfinite(xyz[:, 1]) & np.isfinite(xyz[:, 2])
         maxabs = np.maximum(np.maximum(np.abs(xyz[:, 0]), np.abs(xyz[:, 1])), np.abs(xyz[:, 2]))
-        maxabs[~finite] = 0
+        all_finite = bool(finite.all())
+        if not all_finite:
+            maxabs[~finite] = 0
         limit_exp = int(np.floor(np.log2(0.1 * min_bound / eps)))
         if finite.any():
-            limit_exp = min(limit_exp, int(np.floor(np.log2(max(maxabs[finite].max(), 1.0)))) + 1)
+            top = maxabs.max() if all_finite else maxabs[finite].max()
+            limit_exp = min(limit_exp, int(np.floor(np.log2(max(top, 1.0)))) + 1)
         meta["coord_limit_exp"] = limit_exp
         limit = 2.0 ** limit_exp
         regular = finite & (maxabs < limit)
