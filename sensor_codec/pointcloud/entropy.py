@@ -204,6 +204,12 @@ def _read_extra(dec, ne: np.ndarray) -> np.ndarray:
 
 # value of each symbol below DIRECT (its zigzag inverse); the rest are replaced
 _SYMBOL_VALUES = unzigzag(np.arange(ALPHABET, dtype=np.uint64))
+# for symbols from DIRECT: 2**(extra bits), the zigzag value without them, and
+# the Uniform sizes of _read_extra where they fit one chunk (0 where not)
+_EXTRA_BASE = np.zeros(ALPHABET, np.int64)
+_EXTRA_BASE[DIRECT:] = np.int64(1) << (np.arange(DIRECT, ALPHABET) - DIRECT + DIRECT_BITS)
+_EXTRA_SIZES = np.where(_EXTRA_BASE <= 1 << EXTRA_CHUNK, _EXTRA_BASE, 0).astype(np.int32)
+_UNIFORM = Uniform()
 
 
 class _CheckedDecoder:
@@ -257,9 +263,18 @@ class StreamReader:
         out = _SYMBOL_VALUES[sym]  # symbols below DIRECT are the zigzag values
         if top >= DIRECT:  # the few others: bit length plus extra bits
             big = np.flatnonzero(sym >= DIRECT)
-            ne = sym[big].astype(np.int64) - DIRECT + DIRECT_BITS
-            u = (np.uint64(1) << ne.astype(np.uint64)) + _read_extra(self.dec, ne)
-            out[big] = unzigzag(u)
+            big_sym = sym[big]
+            if top - DIRECT + DIRECT_BITS <= EXTRA_CHUNK:  # _read_extra's one chunk, by table
+                try:
+                    extra = self._raw.decode(_UNIFORM, _EXTRA_SIZES[big_sym])
+                except (AssertionError, ValueError) as exc:
+                    raise WireFormatError(f"range-coded section is corrupt: {exc}") from None
+                u = _EXTRA_BASE[big_sym] + np.asarray(extra, np.int64)
+            else:
+                ne = big_sym.astype(np.int64) - DIRECT + DIRECT_BITS
+                u = ((np.uint64(1) << ne.astype(np.uint64))
+                     + _read_extra(self.dec, ne)).view(np.int64)
+            out[big] = (u >> 1) ^ -(u & 1)  # unzigzag (u < 2**48)
         return (out, sym) if with_symbols else out
 
 
