@@ -599,6 +599,24 @@ def test_coded_tail_is_trimmed_and_still_decodes():
     assert any(length % 4 for length in lengths)  # no longer whole 32-bit words
 
 
+def test_large_messages_keep_whole_words_without_trial_decodes(monkeypatch):
+    from sensor_codec.codecs import radar_learned
+    frame = track_stream(cycles=40, slots=8, seed=1)
+    codec = RadarAdaptiveCodec()
+    trimmed = unpack(codec.encode(frame))
+    coded = len(trimmed.sections[0]) - _read_header(trimmed).end
+    monkeypatch.setattr(radar_learned, "TRIM_MAX_BYTES", coded - 1)
+    calls = []
+    monkeypatch.setattr(RadarAdaptiveCodec, "_decode",
+                        lambda self, c: calls.append(c) or pytest.fail("trial decode"))
+    whole = unpack(codec.encode(frame))
+    assert calls == []
+    words = len(whole.sections[0]) - _read_header(whole).end
+    assert words % 4 == 0 and coded <= words < coded + 8
+    monkeypatch.undo()
+    check(frame, decode(whole.pack()))
+
+
 def test_cycle_coder_and_centers_refuse_other_options():
     from sensor_codec.codecs.radar_learned import (
         CENTERS_SHIFT,
