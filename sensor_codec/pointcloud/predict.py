@@ -263,25 +263,34 @@ def correction_contexts(R, q: np.ndarray, q0: float) -> np.ndarray:
     return ctx
 
 
+# joint index j = 9 (Cx + 1) + 3 (Cy + 1) + (Cz + 1) <-> the value whose
+# zigzag symbol is j (j = CORR_ESCAPE: escaped, its row of C left at zero)
+_JOINT_VALUE = np.array([j // 2 if j % 2 == 0 else -(j + 1) // 2
+                         for j in range(CORR_ESCAPE + 1)], np.int64)
+_JOINT_C = np.array([[j // 9 - 1, (j // 3) % 3 - 1, j % 3 - 1] for j in range(CORR_ESCAPE)]
+                    + [[0, 0, 0]], np.int64)
+_C_OF_VALUE = np.zeros((CORR_ESCAPE + 1, 3), np.int64)  # indexed by value - CORR_ESCAPE_VALUE
+_C_OF_VALUE[_JOINT_VALUE - CORR_ESCAPE_VALUE] = _JOINT_C
+
+
 def joint_corrections(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Values whose entropy-coder symbol is the joint index of (Cx, Cy, Cz)
     in {-1, 0, 1}^3, or CORR_ESCAPE; and the mask of escaped points."""
-    cx, cy, cz = C[:, 0], C[:, 1], C[:, 2]
-    small = (np.abs(cx) <= 1) & (np.abs(cy) <= 1) & (np.abs(cz) <= 1)
-    j = np.where(small, (cx + 1) * 9 + (cy + 1) * 3 + (cz + 1), CORR_ESCAPE)
-    # symbol = zigzag(value): pick the value whose zigzag is j
-    return np.where(j % 2 == 0, j // 2, -(j + 1) // 2), ~small
+    shifted = C + 1  # each in 0..2 when small; as unsigned, negatives are huge
+    wide = shifted.view(np.uint64)
+    small = np.maximum(np.maximum(wide[:, 0], wide[:, 1]), wide[:, 2]) <= 2
+    j = shifted[:, 0] * 9
+    j += shifted[:, 1] * 3
+    j += shifted[:, 2]
+    j[~small] = CORR_ESCAPE
+    return _JOINT_VALUE[j], ~small
 
 
 def corrections_from_joint(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of ``joint_corrections``: (C with escaped rows zero, escape mask)."""
-    j = np.where(values >= 0, 2 * values, -2 * values - 1)
-    if ((j < 0) | (j > CORR_ESCAPE)).any():
+    if values.size and (values.min() < CORR_ESCAPE_VALUE or values.max() > -CORR_ESCAPE_VALUE - 1):
         raise WireFormatError("correction symbol outside the joint alphabet")
-    escape = j == CORR_ESCAPE
-    C = np.stack([j // 9 - 1, (j // 3) % 3 - 1, j % 3 - 1], axis=1)
-    C[escape] = 0
-    return C, escape
+    return _C_OF_VALUE.take(values - CORR_ESCAPE_VALUE, axis=0), values == CORR_ESCAPE_VALUE
 
 
 def geometry_streams(R, A, El, C, q, q0, sorted_beams):
