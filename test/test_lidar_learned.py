@@ -943,3 +943,21 @@ def test_stream_groups_by_context_round_trip(spread):
     writer.write(values, shift, table)
     got = entropy.StreamReader(writer.finish()).read(values.size, shift, table)
     np.testing.assert_array_equal(got, values)
+
+
+def test_period_choice_skipping_bounded_candidates_equals_counting_all():
+    """``choose_period`` skips candidates whose zero/non-zero entropy bound
+    already reaches the best cost: the same choice as counting every one."""
+    from sensor_codec.pointcloud.entropy import choose_period, estimate_bits, period_residual
+    rng = np.random.default_rng(45)
+    periods = (1, 2, 16, 32, 64, 128)
+    rings = np.arange(4000) % 32
+    for v in (rings, np.where(rng.random(4000) < 0.98, rings, rng.integers(0, 32, 4000)),
+              np.where(rng.random(4000) < 0.995, 7, rng.integers(-40, 40, 4000)),
+              rng.integers(0, 32, 4000)):
+        costs = [estimate_bits(v)] + [estimate_bits(period_residual(v, p)) for p in periods]
+        best = int(np.argmin(costs))  # the first of equal costs, as choose_period keeps
+        period, cost, residual = choose_period(v, periods)
+        assert period == ((0,) + periods)[best]
+        assert cost == costs[best]
+        np.testing.assert_array_equal(residual, period_residual(v, period))

@@ -15,6 +15,8 @@ decodes the group, which is how the callers order their streams.
 
 from __future__ import annotations
 
+import math
+
 import constriction
 import numpy as np
 
@@ -448,6 +450,12 @@ def choose_period(values: np.ndarray, periods: tuple[int, ...] = (1,)):
     return _choose_period(values, periods)[:3]
 
 
+def _binary_bits(a: int, b: int) -> float:
+    """Entropy bits of a + b two-way outcomes (a and b both > 0)."""
+    n = a + b
+    return -(a * math.log2(a / n) + b * math.log2(b / n))
+
+
 def _choose_period(values: np.ndarray, periods: tuple[int, ...]):
     """``choose_period``'s result and the residual's symbol counts."""
     values = values.astype(np.int64, copy=False)
@@ -462,6 +470,12 @@ def _choose_period(values: np.ndarray, periods: tuple[int, ...]):
     for p in periods:
         if 0 < p < n:
             res = period_residual(values, p)
+            # Grouping symbols never raises the entropy: the cost is at least
+            # that of "zero or not"; a candidate whose bound reaches the best
+            # cost cannot be cheaper, and is not counted.
+            rest = int(np.count_nonzero(res))
+            if 0 < rest < n and _binary_bits(n - rest, rest) >= best[1] * (1 + 1e-9) + 1e-6:
+                continue
             counts = symbol_counts(res, res_bounds)
             cost = counts_bits(counts, n)
             if cost < best[1]:
