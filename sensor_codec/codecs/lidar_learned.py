@@ -223,11 +223,17 @@ def _plus_origin(recon: np.ndarray, origin: np.ndarray) -> np.ndarray:
 def _outside_bound(recon: np.ndarray, xyz: np.ndarray, dtypes, bound: np.ndarray) -> np.ndarray:
     """Points whose reconstruction, rounded to the output float types, is
     farther than ``bound`` from the original."""
-    sq = np.zeros(xyz.shape[0])
-    for k in range(3):
-        d = np.subtract(recon[:, k].astype(dtypes[k]), xyz[:, k], dtype=np.float64)
+    if dtypes[0] == dtypes[1] == dtypes[2]:  # the usual layout: whole-array steps
+        d = np.subtract(recon.astype(dtypes[0]), xyz, dtype=np.float64)
         d *= d
-        sq += d
+        sq = d[:, 0] + d[:, 1]
+        sq += d[:, 2]
+    else:
+        sq = np.zeros(xyz.shape[0])
+        for k in range(3):
+            d = np.subtract(recon[:, k].astype(dtypes[k]), xyz[:, k], dtype=np.float64)
+            d *= d
+            sq += d
     return np.sqrt(sq, out=sq) > bound
 
 

@@ -22,7 +22,8 @@ MAX_BEAMS = 4096
 
 def spherical(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(range, azimuth, elevation) of N x 3 float64 points."""
-    x, y, z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    # contiguous columns: arctan2 runs vectorised on them, not on strided views
+    x, y, z = np.ascontiguousarray(xyz.T)
     horiz = np.hypot(x, y)
     return np.sqrt(horiz * horiz + z * z), np.arctan2(y, x), np.arctan2(z, horiz)
 
