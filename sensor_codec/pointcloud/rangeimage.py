@@ -227,27 +227,29 @@ def _count_log_table(n: int) -> np.ndarray:
     return -np.round(c * np.log2(np.maximum(c, 1.0)) * ORIGIN_SCORE_SCALE).astype(np.int64)
 
 
-def _elevation_entropies(x: np.ndarray, origin: np.ndarray, axis: int, offsets: np.ndarray,
-                         table: np.ndarray) -> np.ndarray:
+def _elevation_entropies(cols: np.ndarray, origin: np.ndarray, axis: int, offsets: np.ndarray,
+                         table: np.ndarray, horiz: np.ndarray | None = None) -> np.ndarray:
     """For each candidate ``origin`` moved by ``offsets`` along ``axis``: the
     entropy (times the count; fixed point, ``table``) of the tan(elevation)
-    histogram seen from it. The points are at least
-    ``ORIGIN_MIN_HORIZONTAL`` minus the search's reach from the z axis, so
-    the division is safe."""
+    histogram seen from it, for the points whose x, y, z are the rows of
+    ``cols``. The points are at least ``ORIGIN_MIN_HORIZONTAL`` minus the
+    search's reach from the z axis, so the division is safe. ``horiz``
+    (axis 2): the points' horizontal distances from the origin, if known."""
     rows = offsets.size
     if axis == 2:  # same horizontal distance for every candidate
-        horiz = np.hypot(x[:, 0] - origin[0], x[:, 1] - origin[1])
-        slope = (x[:, 2] - origin[2])[None, :] - offsets[:, None]
+        if horiz is None:
+            horiz = np.hypot(cols[0] - origin[0], cols[1] - origin[1])
+        slope = (cols[2] - origin[2])[None, :] - offsets[:, None]
         slope /= horiz
     else:
         other = 1 - axis
-        moving = (x[:, axis] - origin[axis])[None, :] - offsets[:, None]
-        fixed = x[:, other] - origin[other]
+        moving = (cols[axis] - origin[axis])[None, :] - offsets[:, None]
+        fixed = cols[other] - origin[other]
         # sqrt of the sum of squares: several times faster than np.hypot
         slope = moving * moving
         slope += fixed * fixed
         np.sqrt(slope, out=slope)
-        np.divide(x[:, 2] - origin[2], slope, out=slope)
+        np.divide(cols[2] - origin[2], slope, out=slope)
     slope *= 1.0 / ORIGIN_BIN
     k = np.floor(slope, out=slope)
     # one histogram per candidate, side by side in one bincount
@@ -270,6 +272,35 @@ def estimate_origin(xyz: np.ndarray) -> np.ndarray:
     n = xyz.shape[0]
     if n < ORIGIN_MIN_POINTS:
         return origin
+    x = xyz.take(np.linspace(0, n - 1, min(n, ORIGIN_SAMPLE)).astype(np.int64), axis=0)
+    with np.errstate(invalid="ignore"):  # non-finite rows are dropped anyway
+        usable = np.isfinite(x).all(axis=1) & (np.hypot(x[:, 0], x[:, 1]) > ORIGIN_MIN_HORIZONTAL)
+    cols = np.ascontiguousarray(x.take(np.flatnonzero(usable), axis=0).T)  # x, y, z rows
+    if cols.shape[1] < ORIGIN_MIN_POINTS // 4:
+        return origin
+    table = _count_log_table(cols.shape[1])
+    below = int(np.searchsorted(ORIGIN_MOVES, 0))  # moves before the current origin
+    score = None
+    horiz = None  # horizontal distances from the current origin's x, y
+    for step in ORIGIN_STEPS:
+        for axis in (2, 0, 1):
+            if axis == 2 and horiz is None:
+                horiz = np.hypot(cols[0] - origin[0], cols[1] - origin[1])
+            if score is None:  # the first step scores the starting origin too
+                scores = _elevation_entropies(cols, origin, axis,
+                                              np.insert(ORIGIN_MOVES, below, 0) * step, table,
+                                              horiz)
+            else:
+                moved = _elevation_entropies(cols, origin, axis, ORIGIN_MOVES * step, table, horiz)
+                scores = np.concatenate((moved[:below], [score], moved[below:]))
+            best = int(np.argmin(scores))
+            score = int(scores[best])
+            if best != below:
+                origin = origin.copy()
+                origin[axis] += ORIGIN_MOVES[best if best < below else best - 1] * step
+                if axis != 2:
+                    horiz = None
+    return origin
     x = xyz.take(np.linspace(0, n - 1, min(n, ORIGIN_SAMPLE)).astype(np.int64), axis=0)
     with np.errstate(invalid="ignore"):  # non-finite rows are dropped anyway
         usable = np.isfinite(x).all(axis=1) & (np.hypot(x[:, 0], x[:, 1]) > ORIGIN_MIN_HORIZONTAL)
