@@ -164,9 +164,10 @@ def _find_duplicates(points: np.ndarray) -> np.ndarray:
     src = np.arange(n)
     if n < 2:
         return src
-    x = np.ascontiguousarray(points["x"]).astype(np.float64).view(np.uint64)
-    y = np.ascontiguousarray(points["y"]).astype(np.float64).view(np.uint64)
-    z = np.ascontiguousarray(points["z"]).astype(np.float64).view(np.uint64)
+    # astype() copies the strided fields straight into contiguous arrays
+    x = points["x"].astype(np.float64).view(np.uint64)
+    y = points["y"].astype(np.float64).view(np.uint64)
+    z = points["z"].astype(np.float64).view(np.uint64)
     # Each axis is mixed with its own shift: with a plain product per axis,
     # points mirrored through the z axis (x, y -> -x, -y) shared a hash.
     h = _mix(x, 0x9E3779B97F4A7C15, 31)
@@ -178,7 +179,7 @@ def _find_duplicates(points: np.ndarray) -> np.ndarray:
               if name not in ("x", "y", "z") and not points.dtype[name].shape
               and points.dtype[name].kind in "iuf"]
     for k, name in enumerate(others):
-        v = np.ascontiguousarray(points[name])
+        v = points[name]
         bits = (v.astype(np.float64) if v.dtype.kind == "f" else v.astype(np.int64)).view(np.uint64)
         h ^= _mix(bits, 0xD6E8FEB86659FD93 + 2 * k, 23 + 2 * (k % 8))
     # Sorting the hashes alone is three times faster than an argsort and

@@ -63,7 +63,7 @@ def rings_label_lasers(labels: np.ndarray, xyz: np.ndarray) -> bool:
     if n < RING_CHECK_MIN_POINTS:
         return False
     pick = np.linspace(0, n - 1, min(n, RING_CHECK_SAMPLE)).astype(np.int64)
-    x, y, z = xyz[pick, 0], xyz[pick, 1], xyz[pick, 2]
+    x, y, z = np.ascontiguousarray(xyz.take(pick, axis=0).T)
     horiz = np.hypot(x, y)
     usable = np.flatnonzero(np.isfinite(horiz) & np.isfinite(z)
                             & (horiz > RING_CHECK_MIN_HORIZONTAL))
