@@ -961,3 +961,21 @@ def test_period_choice_skipping_bounded_candidates_equals_counting_all():
         assert period == ((0,) + periods)[best]
         assert cost == costs[best]
         np.testing.assert_array_equal(residual, period_residual(v, period))
+
+
+def test_trig_tables_kept_between_frames_give_the_cold_values():
+    """``_cos_sin`` keeps its tables between calls: a table filled by an
+    earlier frame (another span, extended) gives the values a cold call gives."""
+    from sensor_codec.pointcloud import predict
+    rng = np.random.default_rng(46)
+    step = 0.0115 / 15.5
+    first, second = rng.integers(-5000, 5000, 30000), rng.integers(-7000, 3000, 30000)
+    predict._TRIG_TABLES.clear()
+    cold = predict._cos_sin(second, step)
+    predict._TRIG_TABLES.clear()
+    predict._cos_sin(first, step)
+    warm = predict._cos_sin(second, step)  # extends the first frame's table
+    assert predict._TRIG_TABLES[step][0] == -7000
+    for c, w in zip(cold, warm):
+        np.testing.assert_array_equal(c, w)
+    np.testing.assert_array_equal(warm[0], np.cos(np.arange(-7000, 3000) * step)[second + 7000])

@@ -181,11 +181,28 @@ def _cos_sin(index: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0), np.zeros(0)
     lo, hi = int(index.min()), int(index.max())
     if hi - lo + 1 <= index.size // 2:
-        angles = np.arange(lo, hi + 1) * step
-        k = index - lo
-        return np.cos(angles)[k], np.sin(angles)[k]
+        table = _TRIG_TABLES.get(step)
+        if table is None or lo < table[0] or hi >= table[0] + table[1].size:
+            if table is not None and (max(hi, table[0] + table[1].size - 1) - min(lo, table[0])
+                                      < 4 * (hi - lo + 1)):
+                lo, hi = min(lo, table[0]), max(hi, table[0] + table[1].size - 1)
+            if len(_TRIG_TABLES) >= _TRIG_TABLES_MAX:
+                _TRIG_TABLES.clear()
+            angles = np.arange(lo, hi + 1) * step  # each value as index * step would give
+            table = (lo, np.cos(angles), np.sin(angles))
+            _TRIG_TABLES[step] = table
+        k = index - table[0]
+        return table[1][k], table[2][k]
     angles = index * step
     return np.cos(angles), np.sin(angles)
+
+
+# _cos_sin's tables, kept between calls: the frames of a stream share the
+# steps (q0 / az_ref, q0 / REF_RANGE) and nearly the whole span, and cos and
+# sin of the same index * step are the same values whichever table holds them.
+# step -> (first index, cos, sin).
+_TRIG_TABLES: dict[float, tuple[int, np.ndarray, np.ndarray]] = {}
+_TRIG_TABLES_MAX = 32
 
 
 def spherical_points(R: np.ndarray, A: np.ndarray, El: np.ndarray, q0: float,
