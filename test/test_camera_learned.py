@@ -481,7 +481,7 @@ def test_export_names_by_weight_hash_writes_graphs_card_and_brings_its_backbone(
     from sensor_codec.learned.camera_export import export_camera
     from sensor_codec.learned.camera_runtime import LearnedCameraRuntime
     from sensor_codec.learned.camera_train import CameraTrainConfig, train_camera
-    from sensor_codec.learned.release import find_release, tensor_hash
+    from sensor_codec.learned.release import default_release, find_release, tensor_hash
 
     shipped = _shipped_camera()
     ckpt = tmp_path / "ckpt"
@@ -494,6 +494,7 @@ def test_export_names_by_weight_hash_writes_graphs_card_and_brings_its_backbone(
     backbone = shipped.manifest["backbone"]
     assert release.manifest["backbone"] == backbone
     assert find_release(backbone, out).folder == out   # copied beside the camera model
+    assert default_release("backbone", out).model_id == backbone
     names = {p.name for p in out.iterdir()}
     assert {f"{release.model_id}{s}" for s in (".json", ".md", ".safetensors", "-encoder.onnx",
                                                 "-decoder.onnx")} <= names

@@ -17,8 +17,8 @@ from .camera_codec import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCO
                            EncoderGraph, frozen_tensors)
 from .camera_train import _load_net
 from .export import export_onnx, round_weights_to_half, state_numpy, time_call
-from .release import (ModelRelease, find_release, model_id_for, resolve_release, set_default,
-                      tensor_hash)
+from .release import (DEFAULTS_FILE, ModelRelease, find_release, model_id_for, resolve_release,
+                      set_default, tensor_hash)
 from .train import STATE_FILE, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,9 @@ def semantic_preservation(runtime, val_data, level: int = 0, frames: int | None 
 
 def _backbone_in(out: Path, backbone_id: str | None) -> ModelRelease:
     """The backbone release in ``out``, copied there from the models folder
-    (``SENSOR_CODEC_MODELS`` or the shipped one) when ``out`` lacks it: a camera
-    model regenerates semantic maps with its backbone, so the folder the nodes
-    load must hold both."""
+    (``SENSOR_CODEC_MODELS`` or the shipped one) when ``out`` lacks it, and made
+    ``out``'s default backbone if it has none: a camera model regenerates
+    semantic maps with its backbone, so the folder the nodes load must hold both."""
     try:
         return resolve_release("backbone", backbone_id, out)
     except UnknownModelError:
@@ -87,6 +87,9 @@ def _backbone_in(out: Path, backbone_id: str | None) -> ModelRelease:
     for name in copied:
         shutil.copy2(source.folder / name, out / name)
     log.info("copied backbone %s into %s (%s)", source.model_id, out, ", ".join(copied))
+    defaults = out / DEFAULTS_FILE
+    if "backbone" not in (json.loads(defaults.read_text()) if defaults.is_file() else {}):
+        set_default("backbone", source.model_id, out)
     return find_release(source.model_id, out)
 
 
